@@ -1,0 +1,52 @@
+"""A static KV cache for incremental decoding (as gpt-fast): fixed shapes, written in place.
+
+Each row of the batch has its own positions, so prompts of different lengths decode together
+without left padding: row b's token at position p writes its keys at slot p, and a query at
+position p attends to slots <= p. Slots past a row's prompt that prefill filled with padding are
+overwritten by that row's decoded tokens before any query can see them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class KVCache(nn.Module):
+    def __init__(self, n_layers: int, batch_size: int, max_len: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("slots", torch.arange(max_len, device=device), persistent=False)
+        self.batch_size, self.max_len = batch_size, max_len
+
+    @classmethod
+    def for_model(cls, model: nn.Module, batch_size: int, max_len: int | None = None,
+                  dtype: torch.dtype | None = None, device=None) -> KVCache:
+        args = model.args
+        max_len = max_len or args.max_seq_len
+        if max_len > args.max_seq_len:
+            raise ValueError(f"cache length {max_len} exceeds model.max_seq_len {args.max_seq_len}")
+        p = next(model.parameters())
+        n_kv = model.layers["0"].attention.wk.weight.shape[0] // args.head_dim
+        return cls(args.n_layers, batch_size, max_len, n_kv, args.head_dim, dtype or p.dtype, device or p.device)
+
+    def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v [B, H, T, D] at positions input_pos [B, T]; return the layer's full cache."""
+        b = torch.arange(k.shape[0], device=k.device).unsqueeze(1)
+        kc, vc = self.k[layer], self.v[layer]
+        kc[b, :, input_pos] = k.transpose(1, 2).to(kc.dtype)
+        vc[b, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
+        if k.shape[0] < kc.shape[0]:
+            return kc[: k.shape[0]], vc[: k.shape[0]]
+        return kc, vc
+
+    def causal_mask(self, input_pos: torch.Tensor) -> torch.Tensor:
+        """[B, 1, T, S]: a query at position p may see cache slots <= p."""
+        return (self.slots.view(1, 1, 1, -1) <= input_pos.unsqueeze(1).unsqueeze(-1))
+
+    def reset(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
