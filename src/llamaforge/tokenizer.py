@@ -198,7 +198,8 @@ def train_tokenizer(
             minloglevel=2,
         )
     except RuntimeError as e:
-        raise UserError(f"tokenizer training failed: {e} (is the corpus large enough for vocab {vocab_size}?)") from None
+        raise UserError(f"tokenizer training failed: {e} (is the corpus large enough for vocab {vocab_size}?)"
+                        ) from None
     out = Path(out_dir) / "tokenizer.model"
     with atomic_file(out, "wb") as f:
         f.write(buf.getvalue())

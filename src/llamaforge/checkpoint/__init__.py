@@ -37,19 +37,29 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: str 
     if fmt == "native":
         from llamaforge.checkpoint.native import load_native
 
-        return load_native(path, device, dtype)
-    if fmt == "meta":
+        model = load_native(path, device, dtype)
+    elif fmt == "meta":
         from llamaforge.checkpoint.meta import load_meta
 
-        return load_meta(path, device, dtype, **kwargs)
-    from llamaforge.checkpoint.hf import load_hf
+        model = load_meta(path, device, dtype, **kwargs)
+    else:
+        from llamaforge.checkpoint.hf import load_hf
 
-    return load_hf(path, device, dtype)
+        model = load_hf(path, device, dtype)
+    # Remembered so that save_model carries the tokenizer along by default.
+    model.checkpoint_path = Path(path)
+    return model
 
 
 def save_model(model: torch.nn.Module, path: str | Path, format: str = "native", shards: int = 1,
                tokenizer=None) -> Path:
-    """Save `model` to `path` (written to a temp dir, then renamed). `tokenizer`: Tokenizer or path."""
+    """Save `model` to `path` (written to a temp dir, then renamed). `tokenizer`: Tokenizer or path.
+
+    Without `tokenizer`, the tokenizer.model of the checkpoint the model was loaded from travels along.
+    """
+    if tokenizer is None and getattr(model, "checkpoint_path", None) is not None:
+        src = Path(model.checkpoint_path) / "tokenizer.model"
+        tokenizer = src if src.is_file() else None
     if format == "native":
         from llamaforge.checkpoint.native import save_native
 

@@ -37,7 +37,8 @@ def assign_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sourc
     expected = {k: v for k, v in model.state_dict().items()}
     missing = [k for k in expected if k not in sd]
     if missing:
-        raise UserError(f"{source}: tensor {missing[0]!r} is missing (expected shape {list(expected[missing[0]].shape)})"
+        shape = list(expected[missing[0]].shape)
+        raise UserError(f"{source}: tensor {missing[0]!r} is missing (expected shape {shape})"
                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
     unexpected = [k for k in sd if k not in expected]
     if unexpected:
@@ -47,11 +48,7 @@ def assign_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], sourc
         if tuple(sd[k].shape) != tuple(v.shape):
             raise UserError(f"{source}: tensor {k!r} has shape {list(sd[k].shape)}, expected {list(v.shape)} "
                             "from the model config; the config and the weights disagree")
-    target_dtype = dtype
-    out = {}
-    for k, v in sd.items():
-        t = v.to(device=device, dtype=target_dtype or v.dtype)
-        out[k] = t
+    out = {k: v.to(device=device, dtype=dtype or v.dtype) for k, v in sd.items()}
     model.load_state_dict(out, strict=True, assign=True)
     if isinstance(model, Transformer):
         model.reset_rope(device)
