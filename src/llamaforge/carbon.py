@@ -168,8 +168,8 @@ def _print_table(which: str, rows: list[dict[str, Any]]) -> None:
     tot_h = sum(r["gpu_hours"] for r in rows)
     tot_mwh = sum(r["mwh"] for r in rows)
     tot_t = sum(r["tco2eq"] for r in rows)
-    paper_tot = LLAMA2_TOTAL_PAPER if which == "llama2" else sum(r["paper_tco2eq"] for r in rows)
-    print(f"{'total':<12} {tot_h:>11,.0f} {'':>8} {tot_mwh:>9.2f} {tot_t:>9.2f} {paper_tot:>8.2f}")
+    paper_tot = f"{LLAMA2_TOTAL_PAPER:>8.2f}" if which == "llama2" else f"{'-':>8}"
+    print(f"{'total':<12} {tot_h:>11,.0f} {'':>8} {tot_mwh:>9.2f} {tot_t:>9.2f} {paper_tot}")
     if which == "llama2":
         print("note: the paper truncates instead of rounding (13B: formula 62.4476, printed 62.44; "
               "34B: 153.9074, printed 153.90).")

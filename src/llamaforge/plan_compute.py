@@ -30,7 +30,7 @@ GPUS: dict[str, GPU] = {
     "a100-40gb": GPU("a100-40gb", "A100 SXM 40GB", 312e12, 40.0, DEVICE_POWER_W["a100"]),
     "h100": GPU("h100", "H100 SXM 80GB", 989e12, 79.6, DEVICE_POWER_W["h100"]),
     "h200": GPU("h200", "H200 SXM 141GB", 989e12, 140.4, DEVICE_POWER_W["h200"]),
-    "v100": GPU("v100", "V100 SXM2 32GB (fp16)", 125e12, 32.0, DEVICE_POWER_W["v100"]),
+    "v100": GPU("v100", "V100 SXM2 32GB (fp16)", 125e12, 31.7, DEVICE_POWER_W["v100"]),
 }
 
 

@@ -27,7 +27,7 @@ CHECKPOINTING = ("none", "selective", "selective-op", "full")
 CHECKPOINTING_HELP = {
     "none": "keep every activation",
     "selective": "recompute the attention core (Korthikanti et al. 2022 section 5); a flash kernel already does",
-    "selective-op": "keep matmul and attention outputs, recompute norms, rotary, SiLU and products (torchtitan op SAC)",
+    "selective-op": "keep matmul and attention outputs, recompute norms, rotary, SiLU and products (op-level SAC)",
     "full": "keep only each layer's input, recompute the layer in backward",
 }
 
@@ -118,13 +118,13 @@ def activation_items(args: ModelArgs, seq_len: int, micro_batch: int, tp: int = 
         ("wq/wk/wv input (gathered)", h * c / gath, nsf),
         ("q, k, v", (h + 2 * hkv) * c / tp, keep_op),
         ("attention output (wo input)", h * c / tp, keep_op),
-        ("wo output (partial sum)", h * c, frozenset({"selective-op"})),
+        ("wo output (whole before its reduce-scatter)", h * c, frozenset({"selective-op"})),
         ("ffn norm input", h * c / seq, nsf),
         ("ffn norm 1/rms (fp32)", 4.0 / seq, nsf),
         ("w1/w3 input (gathered)", h * c / gath, nsf),
         ("w1, w3 outputs", 2 * f * c / tp, keep_op),
         ("silu output, w2 input", 2 * f * c / tp, nsf),
-        ("w2 output (partial sum)", h * c, frozenset({"selective-op"})),
+        ("w2 output (whole before its reduce-scatter)", h * c, frozenset({"selective-op"})),
     ]
     if attention == "flash":
         items.append(("attention log-sum-exp (fp32)", args.n_heads * 4.0 / tp, keep_op))

@@ -18,8 +18,16 @@ from typing import Any
 
 from llamaforge.errors import UserError
 from llamaforge.model.args import ModelArgs
-from llamaforge.plan_memory import (GIB, HEADROOM, activation_items, block_params, check_parallel, get_precision,
-                                    kv_cache_bytes, training_memory)
+from llamaforge.plan_memory import (
+    GIB,
+    HEADROOM,
+    activation_items,
+    block_params,
+    check_parallel,
+    get_precision,
+    kv_cache_bytes,
+    training_memory,
+)
 
 
 def _forward_working_set(args: ModelArgs, seq_len: int, micro_batch: int, dp_shard: int, tp: int, c: float) -> float:

@@ -9,6 +9,7 @@ type in single-turn examples, so the model can obey each at turn 1.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import threading
@@ -159,6 +160,7 @@ def _langid() -> Any:
     return _LANGID
 
 
+@functools.lru_cache(maxsize=65536)  # RL and eval loops check the same answers again and again
 def is_french(text: str, threshold: float = 0.5) -> bool:
     """langid says French with probability >= threshold (all-capitals text is also tried lower-cased)."""
     ident = _langid()

@@ -6,7 +6,7 @@ from typing import Any
 
 from llamaforge.align.world_instructions import Instruction, check_instruction, parse_instruction
 from llamaforge.align.world_safety import has_keyword, is_refusal
-from llamaforge.align.world_tasks import SKILL_KINDS, skill_correct
+from llamaforge.align.world_tasks import SKILL_KINDS, expected_of, skill_correct
 
 INSTRUCTION_WEIGHT = 0.5  # weight of obeying the system instruction relative to the task itself
 
@@ -42,7 +42,9 @@ def verify(record: dict[str, Any], answer: str) -> dict[str, bool | None]:
     cat = _category(record)
     correct: bool | None = None
     if cat == "skill":
-        correct = skill_correct(record, answer)
+        if "expected" not in record and "args" in record:  # a record that carries only the operands
+            record = dict(record, expected=expected_of(record["kind"], record["args"]))
+        correct = skill_correct(record, answer) if "expected" in record else None
     elif cat == "benign" and record.get("keyword"):
         correct = not refused and has_keyword(answer, record["keyword"])
     ins = record_instruction(record)

@@ -62,16 +62,25 @@ class ShardWriter:
         self._f = None
 
     def add_document(self, ids: list[int] | np.ndarray) -> None:
-        arr = np.asarray(ids, dtype=np.int64)
+        self.add_tokens(np.asarray(ids, dtype=np.int64), 1)
+
+    def add_tokens(self, arr: np.ndarray, docs: int) -> None:
+        """Append the tokens of `docs` whole documents (a shard may end inside a document)."""
         if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
             raise ValueError(f"token id out of range [0, {self.vocab_size})")
-        if self._f is None:
-            self._open()
-        self._f.write(arr.astype(self.dtype).tobytes())
-        self._n += arr.size
-        self._docs += 1
-        if self._n >= self.shard_tokens:
-            self._roll()
+        arr = arr.astype(self.dtype)
+        while arr.size:
+            if self._f is None:
+                self._open()
+            take = min(arr.size, self.shard_tokens - self._n)
+            self._f.write(arr[:take].tobytes())
+            self._n += take
+            arr = arr[take:]
+            if self._n >= self.shard_tokens:
+                self._docs += docs if not arr.size else 0
+                self._roll()
+        if self._f is not None:
+            self._docs += docs
 
     def close(self, **extra: Any) -> dict[str, Any]:
         self._roll()

@@ -73,7 +73,8 @@ class RawBatch:
     kind: str  # "json" | "text" | "row"
     lines: list  # 1-based line per record (None for whole-file text); for "row", the 0-based row index
     payloads: list
-    nbytes: int = 0
+    nbytes: int = 0  # payload bytes (uncompressed)
+    offset: int = 0  # bytes of the file consumed so far (compressed bytes for .gz/.zst): for progress
 
 
 class BadRecordError(ValueError):
@@ -134,18 +135,20 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def _open_binary(path: Path, kind: str) -> io.BufferedIOBase:
-    if kind == "jsonl.gz":
-        return gzip.open(path, "rb")
+def _open_binary(path: Path, kind: str) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:
+    """(decoded byte stream, the raw file under it: its tell() is the progress)."""
     if kind == "jsonl.zst":
         try:
             import zstandard
         except ImportError:
             raise UserError(f"{path}: reading .zst needs the 'zstandard' package; {EXTRA_HINT}") from None
-        raw = open(path, "rb")  # noqa: SIM115 - closed with the reader
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)
-    return open(path, "rb", buffering=1 << 20)
+    raw = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - closed with the reader
+    if kind == "jsonl.gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw
+    if kind == "jsonl.zst":
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        return io.BufferedReader(reader, buffer_size=1 << 20), raw
+    return raw, raw
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -161,7 +164,8 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 
 def _line_batches(path: Path, kind: str, batch_bytes: int, max_records: int) -> Iterator[RawBatch]:
     src = str(path)
-    with _open_binary(path, kind) as f:
+    f, raw_file = _open_binary(path, kind)
+    with raw_file, f:
         lines: list[int] = []
         payloads: list[bytes] = []
         size = 0
@@ -174,10 +178,10 @@ def _line_batches(path: Path, kind: str, batch_bytes: int, max_records: int) -> 
             payloads.append(raw)
             size += len(raw)
             if size >= batch_bytes or len(payloads) >= max_records:
-                yield RawBatch(src, "json", lines, payloads, size)
+                yield RawBatch(src, "json", lines, payloads, size, raw_file.tell())
                 lines, payloads, size = [], [], 0
         if payloads:
-            yield RawBatch(src, "json", lines, payloads, size)
+            yield RawBatch(src, "json", lines, payloads, size, raw_file.tell())
 
 
 def _text_batches(path: Path, txt_mode: str, batch_bytes: int, max_records: int) -> Iterator[RawBatch]:
@@ -186,7 +190,7 @@ def _text_batches(path: Path, txt_mode: str, batch_bytes: int, max_records: int)
         data = path.read_bytes()
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
-        yield RawBatch(src, "text", [None], [data], len(data))
+        yield RawBatch(src, "text", [None], [data], len(data), len(data))
         return
     if txt_mode != "blocks":
         raise UserError(f"txt_mode must be 'file' or 'blocks', not {txt_mode!r}")
@@ -211,7 +215,7 @@ def _text_batches(path: Path, txt_mode: str, batch_bytes: int, max_records: int)
                 size += len(data)
                 block = []
                 if size >= batch_bytes or len(payloads) >= max_records:
-                    yield RawBatch(src, "text", lines, payloads, size)
+                    yield RawBatch(src, "text", lines, payloads, size, f.tell())
                     lines, payloads, size = [], [], 0
     if block:
         data = b"".join(block)
@@ -219,7 +223,7 @@ def _text_batches(path: Path, txt_mode: str, batch_bytes: int, max_records: int)
         payloads.append(data)
         size += len(data)
     if payloads:
-        yield RawBatch(src, "text", lines, payloads, size)
+        yield RawBatch(src, "text", lines, payloads, size, path.stat().st_size)
 
 
 def _parquet_batches(path: Path, batch_rows: int) -> Iterator[RawBatch]:
@@ -232,11 +236,14 @@ def _parquet_batches(path: Path, batch_rows: int) -> Iterator[RawBatch]:
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a non-parquet file
         raise UserError(f"{path}: cannot read as parquet: {e}") from None
     row = 0
+    total_rows = max(1, pf.metadata.num_rows)
+    file_size = path.stat().st_size
     for batch in pf.iter_batches(batch_size=batch_rows):
         rows = batch.to_pylist()
         size = sum(len(v) for r in rows for v in r.values() if isinstance(v, (str, bytes)))
-        yield RawBatch(str(path), "row", list(range(row, row + len(rows))), rows, size)
         row += len(rows)
+        yield RawBatch(str(path), "row", list(range(row - len(rows), row)), rows, size,
+                       file_size * row // total_rows)
 
 
 def iter_raw_batches(path: str | Path, txt_mode: str = "file", batch_bytes: int = 1 << 20,

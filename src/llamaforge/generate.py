@@ -1,0 +1,422 @@
+"""Batched generation over the static KV cache: the decoder that generate, chat, the server and RLHF share.
+
+`BatchDecoder` keeps up to `max_batch` rows in the slots of one KV cache. Prompts of different
+lengths decode together, each row at its own positions (no left padding). Rows join between
+steps (prefill of the newcomers, then one decode step for everyone) and leave when they finish:
+the last active slot is moved into the freed one, so a step computes only the active rows and
+attends only over the positions the longest of them needs. The decode step can be compiled;
+the only host synchronisation per token is reading the new tokens to check stopping.
+
+Public API: `generate` (strings), `generate_stream` (text deltas as they come), `generate_ids`
+(token ids and log-probs as tensors, for RLHF), and `BatchDecoder` itself (chat, server).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from llamaforge.errors import UserError
+from llamaforge.sampling import SamplingParams, SlotCache, decode_step, sample
+
+_COMPILED: dict[str, Any] = {}
+
+
+@dataclass
+class Event:
+    """One generated token of one row. `text` is the new text (held back while it could still be
+    part of a stop string or an incomplete UTF-8 character); `finish` is None, "stop" or "length"."""
+
+    rid: Any
+    token: int
+    logprob: float | None
+    text: str
+    finish: str | None
+
+
+class TextStream:
+    """Incremental detokenization with stop strings.
+
+    Decodes the whole continuation each time (SentencePiece merges byte pieces and spaces), after
+    `prefix_id` (the prompt's last token) so a leading space of the continuation is kept.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str] = (), prefix_id: int | None = None):
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.prefix = [prefix_id] if prefix_id is not None else []
+        self.skip = tokenizer.decode(self.prefix) if self.prefix else ""
+        self.ids: list[int] = []
+        self.text, self.sent = "", 0
+
+    def _decode(self) -> str:
+        s = self.tokenizer.decode(self.prefix + self.ids)
+        if self.prefix and not s.startswith(self.skip):  # prefix was a partial byte piece: drop it
+            self.prefix, self.skip = [], ""
+            s = self.tokenizer.decode(self.ids)
+        return s[len(self.skip):]
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """Add a token; return (text that is now final, whether a stop string was hit)."""
+        self.ids.append(token)
+        text = self._decode()
+        hits = [i for i in (text.find(s, self.sent) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = text[:min(hits)]
+            return self.flush(), True
+        self.text = text
+        safe = len(text)
+        while safe > self.sent and text[safe - 1] == "\ufffd":
+            safe -= 1
+        for s in self.stop:  # hold back a tail that may grow into a stop string
+            for n in range(min(len(s) - 1, safe - self.sent), 0, -1):
+                if text[safe - n:safe] == s[:n]:
+                    safe -= n
+                    break
+        if safe <= self.sent:
+            return "", False
+        delta, self.sent = text[self.sent:safe], safe
+        return delta, False
+
+    def flush(self) -> str:
+        delta, self.sent = self.text[self.sent:], len(self.text)
+        return delta
+
+
+@dataclass
+class _Row:
+    rid: Any
+    prompt: list[int]
+    params: SamplingParams
+    stop_ids: frozenset
+    text: TextStream | None
+    pos: int = 0  # position where the last sampled token will be written
+    tokens: list[int] = field(default_factory=list)
+
+
+class BatchDecoder:
+    """Continuous batching over one slot KV cache. Not thread-safe except `cancel`."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer=None, max_batch: int = 8, max_len: int | None = None,
+                 compile: bool = False, compile_mode: str | None = None, prefill_tokens: int = 8192):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.cache = SlotCache.for_model(model, max_batch, max_len)
+        self.max_batch, self.max_len = max_batch, self.cache.max_len
+        self.prefill_tokens = prefill_tokens
+        dev = self.cache.k.device
+        z = lambda dt: torch.zeros(max_batch, dtype=dt, device=dev)  # noqa: E731
+        self.tok, self.pos, self.ntok, self.top_k = z(torch.long), z(torch.long), z(torch.long), z(torch.long)
+        self.temp, self.top_p = z(torch.float32), z(torch.float32) + 1
+        self.unif = torch.zeros(max_batch, self.max_len, device=dev)  # each row's pre-drawn uniforms
+        self.arange = torch.arange(max_batch, device=dev)
+        self.rows: list[_Row] = []
+        self.pending: deque[_Row] = deque()
+        self._cancelled: set = set()
+        self._lock = threading.Lock()
+        self.compiled = compile
+        self.step_fn = decode_step
+        if compile:
+            key = compile_mode or "default"
+            if key not in _COMPILED:
+                _COMPILED[key] = torch.compile(decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
+            self.step_fn = _COMPILED[key]
+
+    # -- requests ---------------------------------------------------------------------------------
+    def add(self, rid: Any, prompt: Sequence[int], params: SamplingParams, text: bool | None = None,
+            prefix_id: int | None = None) -> None:
+        """Queue a row; it joins at the next step. text: stream text (default: when a tokenizer is set)."""
+        params.validate(f"request {rid}")
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            raise UserError(f"request {rid}: empty prompt (a prompt needs at least one token, e.g. bos)")
+        if len(prompt) + params.max_new_tokens > self.max_len:
+            raise UserError(f"request {rid}: prompt ({len(prompt)} tokens) + max_new_tokens "
+                            f"({params.max_new_tokens}) exceeds the context of {self.max_len} tokens")
+        vocab = self.model.args.vocab_size
+        if min(prompt) < 0 or max(prompt) >= vocab:
+            raise UserError(f"request {rid}: token ids must be in [0, {vocab})")
+        if params.stop and self.tokenizer is None:
+            raise UserError("stop strings need a tokenizer")
+        stop_ids = params.stop_ids
+        if stop_ids is None:
+            stop_ids = [self.tokenizer.eos_id] if self.tokenizer is not None else []
+        want_text = (self.tokenizer is not None) if text is None else text
+        stream = TextStream(self.tokenizer, params.stop, prefix_id) if want_text else None
+        if params.temperature > 0 and params.seed is None:  # follow torch.manual_seed
+            params = replace(params, seed=int(torch.randint(0, 2**62, ()).item()))
+        with self._lock:
+            self.pending.append(_Row(rid, prompt, params, frozenset(stop_ids), stream))
+
+    def cancel(self, rid: Any) -> None:
+        """Drop a row (running or waiting) before the next step. Safe from another thread."""
+        with self._lock:
+            self._cancelled.add(rid)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.rows or self.pending)
+
+    @property
+    def n_active(self) -> int:
+        return len(self.rows)
+
+    # -- stepping ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> list[Event]:
+        """Prefill waiting rows that fit, then decode one token for every active row."""
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+            if cancelled:
+                self.pending = deque(r for r in self.pending if r.rid not in cancelled)
+        if cancelled:
+            self._release([i for i, r in enumerate(self.rows) if r.rid in cancelled])
+        events: list[Event] = []
+        new = self._take_pending()
+        if new:
+            events += self._prefill(new)
+        if self.rows:
+            events += self._decode()
+        return events
+
+    def _take_pending(self) -> list[_Row]:
+        new: list[_Row] = []
+        with self._lock:
+            while self.pending and len(self.rows) + len(new) < self.max_batch:
+                longest = max([len(r.prompt) for r in new] + [len(self.pending[0].prompt)])
+                if new and longest * (len(new) + 1) > self.prefill_tokens:
+                    break
+                new.append(self.pending.popleft())
+        return new
+
+    def _params(self, rows: list[_Row]) -> tuple[int, bool, bool, bool]:
+        hot = [r.params for r in rows if r.params.temperature > 0]
+        kmax = max((p.top_k for p in hot), default=0)
+        return kmax, any(p.top_p < 1 for p in hot), bool(hot), any(r.params.logprobs for r in rows)
+
+    def _prefill(self, new: list[_Row]) -> list[Event]:
+        start, k = len(self.rows), len(new)
+        dev = self.tok.device
+        lens = [len(r.prompt) for r in new]
+        lmax = max(lens)
+        toks = torch.zeros(k, lmax, dtype=torch.long)
+        for i, r in enumerate(new):
+            toks[i, :lens[i]] = torch.tensor(r.prompt)
+            s = start + i
+            p = r.params
+            self.temp[s], self.top_p[s], self.top_k[s] = p.temperature, p.top_p, p.top_k
+            self.pos[s], self.ntok[s] = lens[i], 0
+            if p.temperature > 0:
+                g = torch.Generator().manual_seed(p.seed)
+                self.unif[s, :p.max_new_tokens] = torch.rand(p.max_new_tokens, generator=g).to(dev)
+            r.pos = lens[i]
+        c = self.cache
+        c.start, c.live, c.prefill = start, lmax, True
+        try:
+            h = self.model(toks.to(dev), input_pos=torch.arange(lmax, device=dev), cache=c, return_hidden=True)
+        finally:
+            c.prefill = False
+        last = h[torch.arange(k, device=dev), torch.tensor(lens, device=dev) - 1]
+        logits = self.model.output(last).float()
+        kmax, use_top_p, hot, want_lp = self._params(new)
+        sl = slice(start, start + k)
+        u = self.unif[sl, 0] if hot else None
+        tok, lp = sample(logits, self.temp[sl], self.top_p[sl], self.top_k[sl], u, kmax, use_top_p, want_lp)
+        self.tok[sl] = tok
+        self.ntok[sl] = 1
+        self.rows += new
+        return self._accept(start, tok.tolist(), lp.tolist() if lp is not None else None)
+
+    def _decode(self) -> list[Event]:
+        n = len(self.rows)
+        nb = min(self.max_batch, 1 << (n - 1).bit_length()) if self.compiled else n
+        kmax, use_top_p, hot, want_lp = self._params(self.rows)
+        c = self.cache
+        c.start, c.prefill = 0, False
+        c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + 1
+        u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
+        tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
+                               self.top_k[:nb], u, kmax, use_top_p, want_lp)
+        self.tok[:n] = tok[:n]
+        self.pos[:n] += 1
+        self.ntok[:n] += 1
+        for r in self.rows:
+            r.pos += 1
+        toks = tok[:n].tolist()  # the one host sync per token: stop checks and streaming
+        return self._accept(0, toks, lp[:n].tolist() if lp is not None else None)
+
+    def _accept(self, start: int, toks: list[int], lps: list[float] | None) -> list[Event]:
+        events, done = [], []
+        for i, t in enumerate(toks):
+            s = start + i
+            r = self.rows[s]
+            r.tokens.append(t)
+            finish, text = None, ""
+            if t in r.stop_ids:
+                finish = "stop"
+                text = r.text.flush() if r.text else ""
+            else:
+                if r.text is not None:
+                    text, hit = r.text.push(t)
+                    finish = "stop" if hit else None
+                if finish is None and len(r.tokens) >= r.params.max_new_tokens:
+                    finish = "length"
+                    text += r.text.flush() if r.text else ""
+            events.append(Event(r.rid, t, lps[i] if lps is not None else None, text, finish))
+            if finish:
+                done.append(s)
+        self._release(done)
+        return events
+
+    def _release(self, slots: list[int]) -> None:
+        """Free slots, keeping the active rows contiguous: the last row moves into each hole."""
+        for s in sorted(slots, reverse=True):
+            last = len(self.rows) - 1
+            if s != last:
+                r = self.rows[last]
+                self.cache.move_row(last, s, r.pos)
+                for t in (self.tok, self.pos, self.ntok, self.temp, self.top_p, self.top_k, self.unif):
+                    t[s] = t[last]
+                self.rows[s] = r
+            self.rows.pop()
+            self.pos[last], self.ntok[last] = 0, 0
+
+
+# -- convenience APIs -------------------------------------------------------------------------------
+@dataclass
+class Generation:
+    """What `generate_ids` returns (all on the model's device).
+
+    tokens [B, N] generated ids, right-padded with pad_id; a row that stopped on a stop id ends
+    with it (its log-prob is part of the policy's action). lengths [B]: generated tokens per row.
+    logprobs [B, N] (or None): log-prob of each token under softmax(logits / temperature); 0 past
+    lengths. finish_reasons: "stop" or "length" per row.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    logprobs: torch.Tensor | None
+    finish_reasons: list[str]
+
+    def row(self, i: int) -> list[int]:
+        return self.tokens[i, : int(self.lengths[i])].tolist()
+
+    def concat(self, prompts: Sequence[Sequence[int]], pad_id: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """prompt + response per row, right-padded: (ids [B, L], attention mask, response mask)."""
+        rows = [list(p) + self.row(i) for i, p in enumerate(prompts)]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attn = torch.zeros(len(rows), width, dtype=torch.bool)
+        resp = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            attn[i, : len(r)] = True
+            resp[i, len(prompts[i]): len(r)] = True
+        dev = self.tokens.device
+        return ids.to(dev), attn.to(dev), resp.to(dev)
+
+
+def _cache_len(model, longest_prompt: int, max_new_tokens: int) -> int:
+    need = longest_prompt + max_new_tokens
+    ctx = model.args.max_seq_len
+    if need > ctx:
+        raise UserError(f"prompt ({longest_prompt} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+                        f"model's context of {ctx} tokens; shorten the prompt or lower max_new_tokens")
+    return min(ctx, -(-need // 64) * 64)
+
+
+def generate_ids(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
+                 temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop_ids: Sequence[int] = (),
+                 seed: int | None = None, logprobs: bool = False, max_batch: int = 64, compile: bool = False,
+                 pad_id: int = 0, decoder: BatchDecoder | None = None) -> Generation:
+    """Sample continuations of token-id prompts (the API RLHF uses); row i uses seed + i."""
+    if not prompts:
+        raise UserError("generate_ids: no prompts")
+    dec = decoder or BatchDecoder(model, None, min(len(prompts), max_batch),
+                                  _cache_len(model, max(map(len, prompts)), max_new_tokens), compile)
+    for i, p in enumerate(prompts):
+        sp = SamplingParams(max_new_tokens, temperature, top_p, top_k, [], list(stop_ids),
+                            None if seed is None else seed + i, logprobs)
+        dec.add(i, p, sp, text=False)
+    toks: list[list[int]] = [[] for _ in prompts]
+    lps: list[list[float]] = [[] for _ in prompts]
+    reasons = [""] * len(prompts)
+    while dec.busy:
+        for ev in dec.step():
+            toks[ev.rid].append(ev.token)
+            if ev.logprob is not None:
+                lps[ev.rid].append(ev.logprob)
+            if ev.finish:
+                reasons[ev.rid] = ev.finish
+    dev = dec.tok.device
+    width = max(map(len, toks))
+    out = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    lp = torch.zeros(len(prompts), width) if logprobs else None
+    for i, t in enumerate(toks):
+        out[i, : len(t)] = torch.tensor(t)
+        if lp is not None:
+            lp[i, : len(t)] = torch.tensor(lps[i])
+    lengths = torch.tensor([len(t) for t in toks])
+    return Generation(out.to(dev), lengths.to(dev), lp.to(dev) if lp is not None else None, reasons)
+
+
+Prompt = str | list[dict]
+
+
+def encode_prompt(tokenizer, prompt: Prompt, where: str = "prompt") -> tuple[list[int], int | None]:
+    """Token ids of a text prompt (with bos) or a chat dialogue (Llama 2 template), and the prefix id
+    used to detokenize the continuation (None for chat: the answer's leading space is dropped)."""
+    if isinstance(prompt, str):
+        ids = tokenizer.encode(prompt, bos=True)
+        return ids, (ids[-1] if len(ids) > 1 else None)
+    if isinstance(prompt, list):
+        from llamaforge.tokenizer import validate_dialog
+
+        validate_dialog(prompt, where)
+        return tokenizer.encode_chat_prompt(prompt), None
+    raise UserError(f"{where}: expected a string or a list of chat messages, got {type(prompt).__name__}")
+
+
+@dataclass
+class StreamEvent:
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+def generate_stream(model: torch.nn.Module, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int = 64,
+                    temperature: float = 0.6, top_p: float = 0.9, top_k: int = 0, stop: Sequence[str] = (),
+                    seed: int | None = None, max_batch: int = 32, compile: bool = False,
+                    decoder: BatchDecoder | None = None) -> Iterator[StreamEvent]:
+    """Yield text deltas (index = prompt number) as the batch decodes; each row ends with a finish_reason."""
+    encoded = [encode_prompt(tokenizer, p, f"prompt {i}") for i, p in enumerate(prompts)]
+    if not encoded:
+        return
+    dec = decoder or BatchDecoder(model, tokenizer, min(len(prompts), max_batch),
+                                  _cache_len(model, max(len(e[0]) for e in encoded), max_new_tokens), compile)
+    for i, (ids, prefix) in enumerate(encoded):
+        sp = SamplingParams(max_new_tokens, temperature, top_p, top_k, list(stop), None,
+                            None if seed is None else seed + i)
+        dec.add(i, ids, sp, text=True, prefix_id=prefix)
+    while dec.busy:
+        for ev in dec.step():
+            if ev.text or ev.finish:
+                yield StreamEvent(ev.rid, ev.text, ev.finish)
+
+
+def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[Prompt], *, max_new_tokens: int = 64,
+             temperature: float = 0.6, top_p: float = 0.9, top_k: int = 0, stop: Sequence[str] = (),
+             seed: int | None = None, max_batch: int = 32, compile: bool = False) -> list[str]:
+    """Completions (without the prompts) of text prompts or chat dialogues, decoded as one batch."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    out = [""] * len(prompts)
+    for ev in generate_stream(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, top_k=top_k, stop=stop, seed=seed, max_batch=max_batch,
+                              compile=compile):
+        out[ev.index] += ev.text
+    return out

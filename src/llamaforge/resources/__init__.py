@@ -1,0 +1,1 @@
+"""Shipped word lists: stop words, pronouns, demographic descriptor terms, an example blocklist."""
