@@ -116,7 +116,7 @@ def main() -> None:
     print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, {dtype}, width of {name}, "
           f"{o.layers} layers, micro batch {o.micro_batch} x {s}")
     print(f"{'mode':<13} {'estimate MiB':>13} {'measured MiB':>13} {'ratio':>6} {'peak fwd+bwd MiB':>17} {'s':>6}")
-    for mode in ("none", "selective-op", "full"):
+    for mode in ("none", "selective", "full"):
         x = torch.randn(o.micro_batch, s, d, device=dev, dtype=dtype, requires_grad=True)
         xb = x.untyped_storage().nbytes()
         est = o.layers * sum(b for _, b, m in items if mode in m)

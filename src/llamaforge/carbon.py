@@ -22,12 +22,14 @@ PUE = 1.1
 KG_PER_KWH = 0.385
 
 # Nominal board power (TDP) in watts, the figure the papers multiply by (Llama 2 used 400 W for A100-80GB,
-# 350 W for the 34B run). SXM parts; PCIe cards are lower.
+# 350 W for the 34B run). SXM parts, and the PCIe cards, which are lower.
 DEVICE_POWER_W: dict[str, float] = {
     "a100": 400.0,
     "h100": 700.0,
     "h200": 700.0,
     "v100": 300.0,
+    "a100-pcie": 300.0,
+    "h100-pcie": 350.0,
 }
 # A CPU is counted per core in use: server CPUs draw 4-7 W of TDP per core (EPYC 7763: 280 W / 64 cores;
 # Xeon 8380: 270 W / 40), and Green Algorithms (Lannelongue et al. 2021) uses about 12 W per core for
@@ -81,7 +83,7 @@ def device_kind(name: str) -> str:
         return low
     for key in DEVICE_POWER_W:
         if key in low:
-            return key
+            return f"{key}-pcie" if "pcie" in low and f"{key}-pcie" in DEVICE_POWER_W else key
     return low
 
 

@@ -35,7 +35,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval ppl", "llamaforge.eval.cli:ppl_main", "perplexity and bits per byte"),
     ("eval harness", "llamaforge.eval.cli:harness_main", "run lm-evaluation-harness tasks offline"),
     ("eval safety", "llamaforge.eval.cli:safety_main", "safety and bias benchmarks of the papers"),
-    ("eval gatt", "llamaforge.eval.cli:gatt_main", "multi-turn system-instruction retention"),
+    ("eval gatt", "llamaforge.align.gatt_eval:main", "multi-turn system-instruction retention"),
     ("eval compare", "llamaforge.eval.cli:compare_main", "pairwise model comparison judged by a reward model"),
     ("eval redteam", "llamaforge.eval.cli:redteam_main", "adversarial prompts by risk category"),
     ("plan", "llamaforge.plan:main", "scaling-law, compute and memory planner"),

@@ -54,7 +54,10 @@ def parser() -> argparse.ArgumentParser:
                    help="activation checkpointing mode to show (default all)")
     m.add_argument("--precision", choices=list(PRECISIONS), default="bf16-mixed",
                    help="state precision (default bf16-mixed: fp32 params/grads/AdamW, bf16 compute)")
-    m.add_argument("--attention", choices=["flash", "eager"], default="flash")
+    m.add_argument("--attention", choices=["flash", "eager"], default="flash",
+                   help="flash: SDPA's fused kernel (default); eager: materialised s x s attention")
+    m.add_argument("--kernels", choices=["fused", "eager"], default="fused",
+                   help="fused: compiled blocks (parallel.compile=true, default); eager: the model without compile")
     m.add_argument("--no-sp", action="store_true", help="tensor parallel without sequence parallel")
     m.add_argument("--sp-regather", action="store_true",
                    help="count gathered linear inputs as split by tp (Megatron re-gathers them in backward; "
@@ -111,20 +114,21 @@ def run(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             n_opt, d_opt = CHINCHILLA.compute_optimal(cp["train_flops_6n"])
             cp["scaling"] = {"loss": CHINCHILLA.loss(n, tokens), "optimal_params": n_opt, "optimal_tokens": d_opt,
                              "optimal_loss": CHINCHILLA.loss(n_opt, d_opt)}
+            cp["throughput_assumed"] = assumed
             out["compute"] = cp
             lines += compute_lines(a.preset, cp, assumed) + [""]
         modes = list(CHECKPOINTING) if a.checkpointing == "all" else [a.checkpointing]
         ests = [training_memory(args, dp_shard=dp, tp=tp, seq_len=seq_len, micro_batch=a.micro_batch,
                                 checkpointing=mode, precision=a.precision, sp=not a.no_sp, attention=a.attention,
-                                regather=a.sp_regather)
+                                regather=a.sp_regather, kernels=a.kernels)
                 for mode in modes]
         out["memory"] = [{**e.as_dict(), "fits": e.fits(gpu.memory_gib)} for e in ests]
         lines += memory_lines(a.preset, args, ests, gpu) + [""]
         if a.ppo:
-            ckpt = "selective-op" if a.checkpointing == "all" else a.checkpointing
+            ckpt = "selective" if a.checkpointing == "all" else a.checkpointing
             pr = ppo_memory(args, dp_shard=dp, tp=tp, seq_len=seq_len, micro_batch=a.micro_batch,
                             checkpointing=ckpt, precision=a.precision, value=a.value,
-                            reward_models=a.reward_models, prompts_per_iteration=a.ppo_prompts,
+                            reward_models=a.reward_models, prompts_per_iteration=a.ppo_prompts, kernels=a.kernels,
                             gpu_memory_gib=gpu.memory_gib)
             out["ppo"] = pr
             lines += ppo_lines(a.preset, pr) + [""]

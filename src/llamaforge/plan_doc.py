@@ -17,8 +17,11 @@ ASSUMPTIONS = """\
   torchtitan): fp32 parameter shard 4 B + fp32 gradient 4 B + AdamW moments 8 B = 16 B, divided by dp_shard * tp.
   Other choices: `--precision fp32` (16 B, fp32 activations), `bf16-master` (18 B), `bf16-pure` (8 B).
 - Activations: the bookkeeping of Korthikanti et al. 2022 section 4 applied to the LLaMA block (RMSNorm, rotary,
-  GQA, SwiGLU, no dropout) with bf16 activations and kernels that save the minimum; a flash attention kernel,
-  so no s x s term (it already recomputes the attention core: Korthikanti's "selective" changes nothing then).
+  GQA, SwiGLU, no dropout) with bf16 activations and compiled blocks (`parallel.compile=true`: kernels that save
+  the minimum); a flash attention kernel, so no s x s term (it already recomputes the attention core:
+  Korthikanti's selective recomputation changes nothing then). Without compile, model/llama.py keeps fp32
+  copies in RMSNorm and, for GQA, k and v repeated to every head: each table ends with those totals
+  (`--kernels eager`). Both counts match autograd exactly in tests/plan/test_memory.py.
   Under tensor parallel with sequence parallel, norm inputs are split over the sequence and heads / hidden over
   tp; the all-gathered inputs of wq/wk/wv and w1/w3 stay whole (DTensor keeps them; Megatron re-gathers).
   Each table also gives Korthikanti's Table 2 formula for a GPT block of the same width as a cross-check.
@@ -33,8 +36,12 @@ def _memory(preset: str, gpus: int, tp: int, micro_batch: int) -> list[str]:
     args = ModelArgs.from_name(preset)
     ests = [training_memory(args, dp_shard=gpus // tp, tp=tp, micro_batch=micro_batch, checkpointing=m)
             for m in CHECKPOINTING]
+    eager = [training_memory(args, dp_shard=gpus // tp, tp=tp, micro_batch=micro_batch, checkpointing=m,
+                             kernels="eager") for m in CHECKPOINTING]
     cmd = f"llamaforge plan --preset {preset} --gpu {GPU} --gpus {gpus} --tp {tp} --micro-batch {micro_batch}"
-    return [f"`{cmd}`", "", *memory_lines(preset, args, ests, get_gpu(GPU), md=True), ""]
+    note = ("- without compile (`--kernels eager`), totals: "
+            + ", ".join(f"{e.config['checkpointing']} {e.total_gib:.2f}" for e in eager))
+    return [f"`{cmd}`", "", *memory_lines(preset, args, ests, get_gpu(GPU), md=True), note, ""]
 
 
 def _ppo(preset: str, gpus: int, tp: int) -> list[str]:
@@ -72,12 +79,13 @@ def worked_plans() -> str:
         "State bytes per parameter by precision: "
         + ", ".join(f"{k} {v.state_bytes:.0f} B" for k, v in PRECISIONS.items()) + ".", "",
         "## Checkpointing modes", "",
+        "The names are the trainer's `parallel.activation_checkpointing` values, plus Korthikanti's variant.", "",
         "- `none`: every activation is kept.",
-        "- `selective`: Korthikanti et al. 2022 section 5, recompute the attention core (QK^T, softmax, AV); with a "
-        "flash kernel this equals `none`.",
-        "- `selective-op`: op-level selective checkpointing (`create_selective_checkpoint_contexts` with a policy "
-        "that must-saves every matmul and attention output): norms, rotary, SiLU and products are recomputed. "
-        "torchtitan's policy also recomputes every second matmul and keeps less.",
+        "- `selective-attn`: Korthikanti et al. 2022 section 5, recompute the attention core (QK^T, softmax, AV); "
+        "with a flash kernel this equals `none`.",
+        "- `selective`: the trainer's selective checkpointing (LLaMA 2.4: keep what is expensive to recompute): "
+        "`create_selective_checkpoint_contexts` must-save every matmul and attention output; norms, rotary, SiLU "
+        "and products are recomputed. torchtitan's policy also recomputes every second matmul and keeps less.",
         "- `full`: keep each layer's input only, recompute the layer in backward (about 1/3 more compute).", "",
         "## Check: LLaMA-65B as the paper ran it", "",
         "`llamaforge plan --preset llama1-65b --gpu a100 --gpus 2048 --tokens 1.4e12 --tokens-per-gpu-s 380`", "",
@@ -92,7 +100,7 @@ def worked_plans() -> str:
         *_memory("llama2-70b", 64, 1, 1),
         "## PPO memory (policy, value, reference, helpfulness and safety reward models)", "",
         "Llama 2 initialises the value and reward models from chat models of the policy's size; all five are "
-        "sharded like the policy. 512 prompts per iteration (Llama 2 3.2.3), `selective-op` checkpointing.", "",
+        "sharded like the policy. 512 prompts per iteration (Llama 2 3.2.3), `selective` checkpointing.", "",
         *_ppo("llama2-7b", 8, 1), *_ppo("llama2-70b", 64, 8),
         "## Throughput implied by Llama 2 Table 2 (A100-80GB, 2T tokens, sequence 4096)", "",
         *_table2_throughput(), "",

@@ -6,8 +6,9 @@ bytes per parameter of a `Precision`. Activations follow the bookkeeping of Kort
 backward pass keeps, per transformer layer, in bytes. `korthikanti_layer_bytes` is their Table 2 for
 the GPT block; `activation_items` applies the same bookkeeping to the LLaMA block (RMSNorm, rotary,
 GQA, SwiGLU, no dropout) with kernels that save the minimum (a fused RMSNorm keeps its input and 1/rms;
-rotary keeps nothing; a flash kernel keeps q, k, v, its output and the log-sum-exp). Eager PyTorch
-elementwise code keeps a few more copies; compile per block (as our trainer does) removes them.
+rotary keeps nothing; a flash kernel keeps q, k, v, its output and the log-sum-exp), as a compiled block
+does (`parallel.compile=true`), or with `kernels='eager'` what model/llama.py keeps without compile (fp32
+copies in RMSNorm, k and v repeated for GQA). Both are checked exactly against autograd in tests/plan.
 
 Not counted: the CUDA context and NCCL buffers (about 1-3 GiB), allocator fragmentation and the
 data loader. `fits` leaves 10% of the device free for them.
@@ -23,13 +24,16 @@ from llamaforge.model.args import ModelArgs
 
 GIB = float(2**30)
 HEADROOM = 0.9  # share of device memory an estimate may use and still "fit"
-CHECKPOINTING = ("none", "selective", "selective-op", "full")
+# The trainer's names (`parallel.activation_checkpointing`), plus Korthikanti's attention-core variant.
+CHECKPOINTING = ("none", "selective-attn", "selective", "full")
 CHECKPOINTING_HELP = {
     "none": "keep every activation",
-    "selective": "recompute the attention core (Korthikanti et al. 2022 section 5); a flash kernel already does",
-    "selective-op": "keep matmul and attention outputs, recompute norms, rotary, SiLU and products (op-level SAC)",
+    "selective-attn": "recompute the attention core (Korthikanti et al. 2022 section 5); a flash kernel already does",
+    "selective": "keep matmul and attention outputs, recompute norms, rotary, SiLU and products "
+                 "(LLaMA 2.4; the trainer's parallel.activation_checkpointing=selective)",
     "full": "keep only each layer's input, recompute the layer in backward",
 }
+KERNELS = ("fused", "eager")
 
 
 @dataclass(frozen=True)
@@ -92,56 +96,79 @@ def korthikanti_output_bytes(s: int, b: int, h: int, v: int, t: int = 1) -> floa
     return 4.0 * s * b * h / t * (1.0 + v / h)
 
 
+def _norm_items(name: str, h: int, c: float, seq: int, kernels: str, modes: frozenset[str]
+                ) -> list[tuple[str, float, frozenset[str]]]:
+    """What an RMSNorm keeps per token. Fused: its input and 1/rms. Eager (model/llama.py without compile):
+    the fp32 copy of its input (the input itself in fp32), 1/rms, and the normalised tensor before the weight."""
+    if kernels == "fused":
+        return [(f"{name} input", h * c / seq, modes), (f"{name} 1/rms (fp32)", 4.0 / seq, modes)]
+    return [(f"{name} input in fp32 (eager)", h * 4.0 / seq, modes), (f"{name} 1/rms (fp32)", 4.0 / seq, modes),
+            (f"{name} output before the weight (eager)", h * c / seq, modes)]
+
+
 def activation_items(args: ModelArgs, seq_len: int, micro_batch: int, tp: int = 1, sp: bool = True,
-                     attention: str = "flash", compute_bytes: float = 2, regather: bool = False
-                     ) -> list[tuple[str, float, frozenset[str]]]:
+                     attention: str = "flash", compute_bytes: float = 2, regather: bool = False,
+                     kernels: str = "fused") -> list[tuple[str, float, frozenset[str]]]:
     """Per-layer activation tensors of the LLaMA block on one rank: (name, bytes, checkpointing modes keeping it).
 
     Sequence-parallel tensors (norm inputs, the layer input) are split by tp when `sp`; head- and
     hidden-sharded ones always are. A column-parallel linear's all-gathered input stays whole unless
     `regather` (Megatron re-gathers it in backward; DTensor keeps it). A row-parallel matmul's output is
-    a whole partial sum before its reduce-scatter.
+    a whole partial sum before its reduce-scatter. `kernels='fused'` is a compiled block (minimal saves);
+    'eager' is model/llama.py as written (fp32 RMSNorm copies, k and v repeated to all heads for GQA).
     """
     if attention not in ("flash", "eager"):
         raise UserError(f"attention must be flash or eager, got {attention!r}")
-    h, f, v_heads = args.dim, args.hidden_dim, args.n_kv_heads
-    hkv = v_heads * args.head_dim
+    if kernels not in KERNELS:
+        raise UserError(f"kernels must be fused or eager, got {kernels!r}")
+    h, f = args.dim, args.hidden_dim
+    hkv = args.n_kv_heads * args.head_dim
     tokens = seq_len * micro_batch
     c = compute_bytes
     seq = tp if sp else 1
     gath = tp if (sp and regather) else 1
-    nsf = frozenset({"none", "selective"})
-    keep_op = frozenset({"none", "selective", "selective-op"})
-    items = [
-        ("layer input (attention norm input)", h * c / seq, frozenset(CHECKPOINTING)),
-        ("attention norm 1/rms (fp32)", 4.0 / seq, nsf),
-        ("wq/wk/wv input (gathered)", h * c / gath, nsf),
-        ("q, k, v", (h + 2 * hkv) * c / tp, keep_op),
-        ("attention output (wo input)", h * c / tp, keep_op),
-        ("wo output (whole before its reduce-scatter)", h * c, frozenset({"selective-op"})),
-        ("ffn norm input", h * c / seq, nsf),
-        ("ffn norm 1/rms (fp32)", 4.0 / seq, nsf),
-        ("w1/w3 input (gathered)", h * c / gath, nsf),
-        ("w1, w3 outputs", 2 * f * c / tp, keep_op),
-        ("silu output, w2 input", 2 * f * c / tp, nsf),
-        ("w2 output (whole before its reduce-scatter)", h * c, frozenset({"selective-op"})),
+    na = frozenset({"none", "selective-attn"})
+    nas = frozenset({"none", "selective-attn", "selective"})
+    sel = frozenset({"selective"})
+    if kernels == "fused":
+        items = [("layer input (attention norm input)", h * c / seq, frozenset(CHECKPOINTING)),
+                 ("attention norm 1/rms (fp32)", 4.0 / seq, na)]
+    else:
+        items = [("layer input (checkpoint input)", h * c / seq, frozenset({"selective", "full"})),
+                 *_norm_items("attention norm", h, c, seq, kernels, na)]
+    items += [("wq/wk/wv input (gathered)", h * c / gath, na), ("q", h * c / tp, nas)]
+    if kernels == "eager" and hkv < h:  # SDPA keeps k and v after repeat_interleave to every head
+        items += [("k, v", 2 * hkv * c / tp, sel), ("k, v repeated to all heads (eager GQA)", 2 * h * c / tp, na)]
+    else:
+        items += [("k, v", 2 * hkv * c / tp, nas)]
+    items += [
+        ("attention output (wo input)", h * c / tp, nas),
+        ("wo output (whole before its reduce-scatter)", h * c, sel),
+        *_norm_items("ffn norm", h, c, seq, kernels, na),
+        ("w1/w3 input (gathered)", h * c / gath, na),
+        ("w1, w3 outputs", 2 * f * c / tp, nas),
+        ("silu output, w2 input", 2 * f * c / tp, na),
+        ("w2 output (whole before its reduce-scatter)", h * c, sel),
     ]
     if attention == "flash":
-        items.append(("attention log-sum-exp (fp32)", args.n_heads * 4.0 / tp, keep_op))
-    else:  # the softmax output, a*s per token: the s^2 term that selective recomputation removes
+        items.append(("attention log-sum-exp (fp32)", args.n_heads * 4.0 / tp, nas))
+    else:  # the softmax output, a*s per token: the s^2 term that Korthikanti's selective recomputation removes
         items.append(("attention probabilities (s x s)", args.n_heads * seq_len * c / tp, frozenset({"none"})))
     return [(name, per_token * tokens, modes) for name, per_token, modes in items]
 
 
 def output_items(args: ModelArgs, seq_len: int, micro_batch: int, tp: int = 1, sp: bool = True,
-                 compute_bytes: float = 2, regather: bool = False) -> list[tuple[str, float]]:
-    """Final norm, head input and the fp32 log-softmax of the loss (vocabulary split by tp: loss parallel)."""
+                 compute_bytes: float = 2, regather: bool = False, kernels: str = "fused"
+                 ) -> list[tuple[str, float]]:
+    """Final norm, head input, the fp32 log-softmax of the loss (vocabulary split by tp: loss parallel) and
+    the int64 token ids the embedding and the loss keep."""
     tokens = seq_len * micro_batch
     seq = tp if sp else 1
     gath = tp if (sp and regather) else 1
     h, v, c = args.dim, args.vocab_size, compute_bytes
-    return [("final norm input", tokens * (h * c + 4) / seq), ("output head input", tokens * h * c / gath),
-            ("log-softmax (fp32)", tokens * v * 4.0 / tp)]
+    norm = [(name, b * tokens) for name, b, _ in _norm_items("final norm", h, c, seq, kernels, frozenset())]
+    return [*norm, ("output head input", tokens * h * c / gath), ("log-softmax (fp32)", tokens * v * 4.0 / tp),
+            ("token ids (int64)", tokens * 8.0)]
 
 
 @dataclass
@@ -193,7 +220,7 @@ def block_params(args: ModelArgs) -> int:
 
 def training_memory(args: ModelArgs, *, dp_shard: int = 1, tp: int = 1, seq_len: int | None = None,
                     micro_batch: int = 1, checkpointing: str = "none", precision: str | Precision = "bf16-mixed",
-                    sp: bool = True, attention: str = "flash", regather: bool = False,
+                    sp: bool = True, attention: str = "flash", regather: bool = False, kernels: str = "fused",
                     trainable: bool = True) -> MemoryEstimate:
     """Memory per rank for training `args` (or, with trainable=False, for holding it frozen in compute dtype).
 
@@ -210,20 +237,20 @@ def training_memory(args: ModelArgs, *, dp_shard: int = 1, tp: int = 1, seq_len:
     c = prec.compute_bytes
     cfg = {"params": args.num_params(), "dp_shard": dp_shard, "tp": tp, "seq_len": seq_len,
            "micro_batch": micro_batch, "checkpointing": checkpointing, "precision": prec.name,
-           "sequence_parallel": sp and tp > 1, "attention": attention, "trainable": trainable}
+           "sequence_parallel": sp and tp > 1, "attention": attention, "kernels": kernels, "trainable": trainable}
     if not trainable:
         return MemoryEstimate(n * c, 0, 0, 0, 0, 0, cfg)
-    items = activation_items(args, seq_len, micro_batch, tp, sp, attention, c, regather)
+    items = activation_items(args, seq_len, micro_batch, tp, sp, attention, c, regather, kernels)
     per_layer = sum(b for _, b, modes in items if checkpointing in modes)
     full_layer = sum(b for _, b, modes in items if "none" in modes)
-    outputs = output_items(args, seq_len, micro_batch, tp, sp, c, regather)
+    outputs = output_items(args, seq_len, micro_batch, tp, sp, c, regather, kernels)
     breakdown = {name: b * args.n_layers for name, b, modes in items if checkpointing in modes}
     breakdown.update(dict(outputs))
     activations = per_layer * args.n_layers + sum(b for _, b in outputs)
 
     big = max(block_params(args), args.vocab_size * args.dim) / tp
     fsdp = big * (2 * c + c + 4) if dp_shard > 1 else 0.0
-    recompute = full_layer - per_layer if checkpointing in ("full", "selective-op") else 0.0
+    recompute = full_layer - per_layer if checkpointing in ("full", "selective") else 0.0
     logits = seq_len * micro_batch * args.vocab_size * (c + 4) / tp
     transient = fsdp + max(logits, recompute)
     return MemoryEstimate(n * prec.param_bytes, n * prec.master_bytes, n * prec.grad_bytes, n * prec.optim_bytes,

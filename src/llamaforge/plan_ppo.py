@@ -40,9 +40,10 @@ def _forward_working_set(args: ModelArgs, seq_len: int, micro_batch: int, dp_sha
 
 
 def ppo_memory(policy: ModelArgs, *, dp_shard: int, tp: int = 1, seq_len: int | None = None, micro_batch: int = 1,
-               checkpointing: str = "selective-op", precision: str = "bf16-mixed", value: str = "separate",
+               checkpointing: str = "selective", precision: str = "bf16-mixed", value: str = "separate",
                reward_models: int = 2, critic: ModelArgs | None = None, prompts_per_iteration: int = 512,
-               gpu_memory_gib: float | None = None, gen_batch: int | None = None) -> dict[str, Any]:
+               gpu_memory_gib: float | None = None, gen_batch: int | None = None, kernels: str = "fused"
+               ) -> dict[str, Any]:
     """Per-rank memory of each model and each phase of a PPO iteration, in GiB.
 
     `critic` is the shape of the value and reward models (default: the policy's; Llama 2 initialises
@@ -61,7 +62,7 @@ def ppo_memory(policy: ModelArgs, *, dp_shard: int, tp: int = 1, seq_len: int | 
     c = prec.compute_bytes
     seq_len = seq_len or policy.max_seq_len
     kw = dict(dp_shard=dp_shard, tp=tp, seq_len=seq_len, micro_batch=micro_batch,
-              checkpointing=checkpointing, precision=prec)
+              checkpointing=checkpointing, precision=prec, kernels=kernels)
     trained = [("policy", training_memory(policy, **kw))]
     if value == "separate":
         trained.append(("value", training_memory(critic, **kw)))

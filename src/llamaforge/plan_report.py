@@ -68,7 +68,8 @@ def memory_lines(preset: str, args: ModelArgs, ests: list[MemoryEstimate], gpu: 
     cfg = ests[0].config
     title = (f"memory per rank: {preset}, dp_shard {cfg['dp_shard']} x tp {cfg['tp']}"
              f"{' (sequence parallel)' if cfg['sequence_parallel'] else ''}, micro batch {cfg['micro_batch']} x "
-             f"{cfg['seq_len']} tokens, {cfg['precision']} state, {cfg['attention']} attention (GiB)")
+             f"{cfg['seq_len']} tokens, {cfg['precision']} state, {cfg['attention']} attention, "
+             f"{cfg['kernels']} kernels (GiB)")
     fit_head = f"fits {gpu.key} ({gpu.memory_gib:.0f} GiB x {HEADROOM:.0%})"
     rows = []
     for e in ests:
@@ -82,7 +83,8 @@ def memory_lines(preset: str, args: ModelArgs, ests: list[MemoryEstimate], gpu: 
     paper = {m: (korthikanti_layer_bytes(s, b, h, a, t, sp, m) * args.n_layers + out_b) / GIB
              for m in ("none", "selective", "full")}
     note = ("cross-check, Korthikanti et al. 2022 Table 2 for a GPT block of this width (16-bit, dropout, "
-            f"eager attention, 4h MLP): activations none {paper['none']:.2f}, selective {paper['selective']:.2f}, "
+            f"eager attention, 4h MLP): activations none {paper['none']:.2f}, selective (attention core) "
+            f"{paper['selective']:.2f}, "
             f"full {paper['full']:.2f} GiB")
     modes = [f"{m}: {CHECKPOINTING_HELP[m]}" for m in dict.fromkeys(e.config["checkpointing"] for e in ests)]
     if md:

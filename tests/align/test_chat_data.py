@@ -116,21 +116,23 @@ def test_bad_records_name_file_and_line(tokenizer, tmp_path, line, match):
 
 def test_epoch_batches_resume_exactly_and_reshard():
     rows = [{"tokens": [i], "labels": [i], "positions": [0], "docs": [0]} for i in range(10)]
-    full = [b["tokens"].flatten().tolist() for b in EpochBatches(rows, batch_size=2, epochs=2, seed=3)]
+    full = [b["tokens"].flatten().tolist() for b in EpochBatches(rows, micro=2, epochs=2, seed=3)]
     assert len(full) == 10
     assert sorted(sum(full[:5], [])) == list(range(10))  # each epoch serves each row once
-    a = EpochBatches(rows, batch_size=2, epochs=2, seed=3)
+    assert sorted(sum(full[5:], [])) == list(range(10)) and full[:5] != full[5:]
+    a = EpochBatches(rows, micro=2, epochs=2, seed=3)
     first = [next(a)["tokens"].flatten().tolist() for _ in range(3)]
-    b = EpochBatches(rows, batch_size=2, epochs=2, seed=0)
+    b = EpochBatches(rows, micro=2, epochs=2, seed=0)
     b.load_state_dict(a.state_dict())
     assert first + [x["tokens"].flatten().tolist() for x in b] == full
-    # Two ranks split each global batch; together they serve the same rows.
-    r0 = EpochBatches(rows, batch_size=2, epochs=2, seed=3, rank=0, world_size=2)
-    r1 = EpochBatches(rows, batch_size=2, epochs=2, seed=3, rank=1, world_size=2)
+    # Two ranks split each global micro-step; together they serve the same rows, resumable on one.
+    r0 = EpochBatches(rows, micro=1, epochs=2, seed=3, rank=0, world_size=2)
+    r1 = EpochBatches(rows, micro=1, epochs=2, seed=3, rank=1, world_size=2)
     both = [next(r0)["tokens"].flatten().tolist() + next(r1)["tokens"].flatten().tolist() for _ in range(10)]
     assert both == full
+    assert len(list(EpochBatches(rows, micro=2, epochs=2, limit=6))) == 3
     with pytest.raises(UserError, match="data changed"):
-        EpochBatches(rows[:5], batch_size=2).load_state_dict(a.state_dict())
+        EpochBatches(rows[:5], micro=2).load_state_dict(a.state_dict())
 
 
 def test_pref_pairs_validation(tmp_path):

@@ -72,6 +72,8 @@ def test_device_table_and_names():
     assert carbon.device_power_w("cpu", cores=4) == 4 * carbon.CPU_W_PER_CORE
     assert carbon.device_kind("NVIDIA H100 80GB HBM3") == "h100"
     assert carbon.device_kind("NVIDIA A100-SXM4-80GB") == "a100"
+    assert carbon.device_power_w("NVIDIA H100 PCIe") == 350
+    assert carbon.device_power_w("NVIDIA A100 80GB PCIe") == 300
 
 
 def test_run_record_for_manifests():

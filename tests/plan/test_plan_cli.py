@@ -42,7 +42,7 @@ def test_cli_prints_the_example(capsys):
     assert cli.main(["plan", *EXAMPLE]) == 0
     out = capsys.readouterr().out
     for s in ("20.8 days", "47.5% counting 6N", "49.5% counting 6N + attention", "1,023,392 GPU-hours",
-              "memory per rank", "selective-op", "Korthikanti"):
+              "memory per rank", "selective-attn", "Korthikanti"):
         assert s in out, s
 
 

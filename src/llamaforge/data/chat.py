@@ -179,45 +179,46 @@ def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
 class EpochBatches:
     """Rows served for a number of epochs in a seeded shuffled order; exact position in state_dict.
 
-    The position is global (rows served across all ranks), so a resumed run, even on another number
-    of data-parallel ranks, continues with the next unseen row. Rank r takes rows r, r + W, ...
-    of each global batch.
+    Each call returns this rank's micro-batch of `micro` rows; together the `world_size` ranks take
+    `micro * world_size` consecutive rows of the global order (rank r the r-th slice). The position
+    is global (rows served across all ranks), so a resumed run, even on another number of
+    data-parallel ranks, continues with the next unseen row. `limit` caps the rows served (a whole
+    number of optimizer steps, so the data never runs out in the middle of one).
     """
 
     rows: list[dict[str, list[int]]]
-    batch_size: int  # global rows per step, split over ranks
+    micro: int
     epochs: float = 1.0
     seed: int = 0
     rank: int = 0
     world_size: int = 1
+    limit: int | None = None
     position: int = 0  # global rows served
-    _perms: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    _perm: tuple[int, list[int]] | None = field(default=None, repr=False)
 
     @property
     def total(self) -> int:
-        return int(len(self.rows) * self.epochs)
-
-    def steps(self) -> int:
-        return self.total // self.batch_size
+        n = int(len(self.rows) * self.epochs)
+        return n if self.limit is None else min(n, self.limit)
 
     def _row(self, g: int) -> dict[str, list[int]]:
         epoch, i = divmod(g, len(self.rows))
-        if epoch not in self._perms:
+        if self._perm is None or self._perm[0] != epoch:
             perm = list(range(len(self.rows)))
             random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
-            self._perms = {epoch: perm}
-        return self.rows[self._perms[epoch][i]]
+            self._perm = (epoch, perm)
+        return self.rows[self._perm[1][i]]
 
     def __iter__(self) -> EpochBatches:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        if self.position + self.batch_size > self.total:
-            raise StopIteration
-        per_rank = self.batch_size // self.world_size
-        start = self.position + self.rank * per_rank
-        batch = [self._row(g) for g in range(start, start + per_rank)]
-        self.position += self.batch_size
+        step_rows = self.micro * self.world_size
+        if self.position + step_rows > self.total:
+            raise StopIteration(f"data exhausted after {self.position / max(len(self.rows), 1):.2f} epochs")
+        start = self.position + self.rank * self.micro
+        batch = [self._row(g) for g in range(start, start + self.micro)]
+        self.position += step_rows
         return collate(batch)
 
     def state_dict(self) -> dict[str, Any]:

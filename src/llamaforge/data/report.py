@@ -19,8 +19,16 @@ from typing import Any
 import numpy as np
 
 from llamaforge.data.clean.runner import Executor, Progress
-from llamaforge.data.sources import BadRecords, BadRecordError, RawBatch, bad_error, expand_inputs, iter_raw_batches
-from llamaforge.data.sources import parse_payload, record_bad
+from llamaforge.data.sources import (
+    BadRecordError,
+    BadRecords,
+    RawBatch,
+    bad_error,
+    expand_inputs,
+    iter_raw_batches,
+    parse_payload,
+    record_bad,
+)
 from llamaforge.errors import UserError
 from llamaforge.io import atomic_write_json, atomic_write_text, write_manifest
 
@@ -169,7 +177,8 @@ def build_report(c: Counter, exact_dups: int, manifests: list[dict], bad: BadRec
         | {"any": {"docs": c["pron_docs.any"], "share_of_docs": share(c["pron_docs.any"])}},
         "demographic_descriptors": axes,
         "toxicity": {"docs_scored": n_tox, "mean": c["tox.sum"] / n_tox if n_tox else None,
-                     "docs_at_or_above_0.5": c["tox.high"], "share_at_or_above_0.5": c["tox.high"] / n_tox if n_tox else None,
+                     "docs_at_or_above_0.5": c["tox.high"],
+                     "share_at_or_above_0.5": c["tox.high"] / n_tox if n_tox else None,
                      "histogram": {"bin_width": 1 / TOX_BINS, "counts": [c[f"tox.{i}"] for i in range(TOX_BINS)]}}
         if opts["toxicity"] else None,
         "pii": dict(sorted(_prefixed(c, "pii.").items())),

@@ -169,17 +169,22 @@ def _line_batches(path: Path, kind: str, batch_bytes: int, max_records: int) -> 
         lines: list[int] = []
         payloads: list[bytes] = []
         size = 0
-        for n, raw in enumerate(f, 1):
-            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            lines.append(n)
-            payloads.append(raw)
-            size += len(raw)
-            if size >= batch_bytes or len(payloads) >= max_records:
+        try:
+            for n, raw in enumerate(f, 1):
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                lines.append(n)
+                payloads.append(raw)
+                size += len(raw)
+                if size >= batch_bytes or len(payloads) >= max_records:
+                    yield RawBatch(src, "json", lines, payloads, size, raw_file.tell())
+                    lines, payloads, size = [], [], 0
+        except _read_errors():
+            if payloads:  # the records read before the damage are good: hand them on first
                 yield RawBatch(src, "json", lines, payloads, size, raw_file.tell())
-                lines, payloads, size = [], [], 0
+            raise
         if payloads:
             yield RawBatch(src, "json", lines, payloads, size, raw_file.tell())
 

@@ -35,10 +35,12 @@ def _init_worker(tokenizer_path: str) -> None:
 
 
 def is_val(source: str, line: Any, fraction: float, seed: int = 0) -> bool:
-    """Deterministic document-level split: hash of seed, file and line (row) under `fraction`."""
+    """Deterministic document-level split: hash of seed, file name and line (row) under `fraction`.
+
+    The file's name, not its full path, so the split does not depend on where the corpus lives."""
     if fraction <= 0:
         return False
-    h = hashlib.blake2b(f"{seed}\0{source}\0{line}".encode(), digest_size=8).digest()
+    h = hashlib.blake2b(f"{seed}\0{Path(source).name}\0{line}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") / 2.0**64 < fraction
 
 

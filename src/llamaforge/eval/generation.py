@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+Prompt = str | list[dict]  # text, or a Llama 2 chat dialogue ending with a user message
 # (prompts, settings) -> continuations
-GenerateFn = Callable[[Sequence[str], "GenSettings"], list[str]]
+GenerateFn = Callable[[Sequence[Prompt], "GenSettings"], list[str]]
 
 
 @dataclass
@@ -24,7 +25,7 @@ class GenSettings:
     top_k: int = 0
     stop: list[str] = field(default_factory=list)
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = 16
 
     def greedy(self) -> GenSettings:
         """The same settings with greedy decoding (LLaMA's RealToxicityPrompts protocol)."""
@@ -43,27 +44,30 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 def model_generate_fn(model, tokenizer) -> GenerateFn:
-    """A GenerateFn over `llamaforge.generate.generate` (batched over the KV cache)."""
+    """A GenerateFn over `llamaforge.generate.generate` (continuous batching over the KV cache).
 
-    def fn(prompts: Sequence[str], s: GenSettings) -> list[str]:
-        from llamaforge.generate import generate  # written by the inference area
+    Prompts are text or Llama 2 chat dialogues (lists of {"role", "content"}); row i samples with
+    seed + i, so repeated prompts give different samples.
+    """
 
-        out: list[str] = []
-        for i in range(0, len(prompts), s.batch_size):
-            chunk = list(prompts[i:i + s.batch_size])
-            texts = generate(model, tokenizer, chunk, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                             top_p=s.top_p, top_k=s.top_k, stop=list(s.stop) or None, seed=s.seed + i)
-            out += [cut_at_stop(t, s.stop) for t in texts]
-        return out
+    def fn(prompts: Sequence[Prompt], s: GenSettings) -> list[str]:
+        from llamaforge.generate import generate
+
+        if not prompts:
+            return []
+        texts = generate(model, tokenizer, list(prompts), max_new_tokens=s.max_new_tokens,
+                         temperature=s.temperature, top_p=s.top_p, top_k=s.top_k, stop=list(s.stop), seed=s.seed,
+                         max_batch=s.batch_size)
+        return [cut_at_stop(t, s.stop) for t in texts]
 
     return fn
 
 
-def fixed_generate_fn(texts: Sequence[str] | Callable[[str], str]) -> GenerateFn:
+def fixed_generate_fn(texts: Sequence[str] | Callable[[Prompt], str]) -> GenerateFn:
     """A GenerateFn that answers from a list (cycled) or a function of the prompt: for tests and dry runs."""
     calls = {"n": 0}
 
-    def fn(prompts: Sequence[str], s: GenSettings) -> list[str]:
+    def fn(prompts: Sequence[Prompt], s: GenSettings) -> list[str]:
         out = []
         for p in prompts:
             if callable(texts):

@@ -127,7 +127,7 @@ class Engine:
             self.decoder.step()  # drops the cancelled rows
         except Exception:
             log.exception("could not reset the decoder")
-        for rid, (loop, q) in routes.items():
+        for loop, q in routes.values():
             loop.call_soon_threadsafe(q.put_nowait, err)
 
 

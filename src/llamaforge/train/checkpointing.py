@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: nn.Module, optimizer
         tmp.mkdir()
     barrier(info)
     msd, osd = get_state_dict(model, optimizer)
-    dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to")  # single process: expected
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
     torch.save(rng_state(), tmp / f"rng_{info.rank}.pt")
     barrier(info)
     _fault("kill_in_save", step)
@@ -99,7 +102,9 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
     path = Path(path)
     msd, osd = get_state_dict(model, optimizer)
     sd = {"model": msd, "optim": osd}
-    dcp.load(sd, checkpoint_id=str(path))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*assuming the intent is to")
+        dcp.load(sd, checkpoint_id=str(path))
     set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
     rng_file = path / f"rng_{info.rank}.pt"
     if not rng_file.is_file():

@@ -64,8 +64,12 @@ def peak_flops(device: torch.device | str, dtype: str = "fp32") -> tuple[float, 
         cache = json.loads(CACHE.read_text())
     except (OSError, json.JSONDecodeError):
         cache = {}
-    if key not in cache:
-        cache[key] = measure_cpu_peak(dtype)
+    entry = cache.get(key)
+    if not isinstance(entry, dict) or entry.get("samples", 0) < 3:
+        # A shared machine can be busy during one measurement: keep the best of three runs' measurements.
+        entry = entry if isinstance(entry, dict) else {"flops": 0.0, "samples": 0}
+        entry = {"flops": max(entry["flops"], measure_cpu_peak(dtype)), "samples": entry["samples"] + 1}
+        cache[key] = entry
         try:
             CACHE.parent.mkdir(parents=True, exist_ok=True)
             tmp = CACHE.with_name(f".{CACHE.name}.{os.getpid()}")
@@ -73,7 +77,7 @@ def peak_flops(device: torch.device | str, dtype: str = "fp32") -> tuple[float, 
             os.replace(tmp, CACHE)
         except OSError:
             pass
-    return cache[key], f"measured: 2048^3 {dtype} matmul, {torch.get_num_threads()} threads"
+    return entry["flops"], f"measured: 2048^3 {dtype} matmul, {torch.get_num_threads()} threads"
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak: float, devices: int = 1) -> float:

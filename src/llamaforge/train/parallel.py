@@ -128,9 +128,9 @@ def apply_tp(model: nn.Module, tp_mesh, loss_parallel: bool = True) -> None:
 def _save_ops() -> set:
     """Outputs kept by selective checkpointing: the matmuls of the linear layers, and attention itself."""
     aten = torch.ops.aten
-    ops = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
-    for name in ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-                 "_scaled_dot_product_cudnn_attention"):
+    ops = {aten.mm.default, aten.addmm.default, aten.bmm.default}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"):
         if hasattr(aten, name):
             ops.add(getattr(aten, name).default)
     return ops

@@ -58,17 +58,19 @@ def _prepare_out(out: Path, files: list[Path], fp: str, restart: bool) -> dict[s
         raise UserError(f"--out {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     old = json.loads(manifest.read_text("utf-8")) if manifest.is_file() else None
-    ours = any(p.name.startswith("shard-") or p.name in (".progress.json", WORK) for p in out.iterdir())
     if old is not None and old.get("fingerprint") == fp and not restart:
         return old
-    if (old is not None or ours) and not restart and load_progress(out, fp) is None:
+    if load_progress(out, fp) is not None and not restart:
+        return None  # resume
+    # Another run's output: refuse to mix it with ours, unless it holds no complete shard (a run that
+    # failed early, e.g. on a malformed record, is simply started over).
+    if (old is not None or any(out.glob("shard-*.jsonl.zst"))) and not restart:
         raise UserError(f"{out} holds the output of another `data clean` run (different inputs or config); "
                         "pass --restart to replace it, or choose another --out")
-    if restart or old is not None:
-        for p in out.iterdir():
-            if p.name.startswith(("shard-", ".shard-")) or p.name in ("manifest.json", ".progress.json", "config.toml"):
-                p.unlink()
-        shutil.rmtree(out / WORK, ignore_errors=True)
+    for p in out.iterdir():
+        if p.name.startswith(("shard-", ".shard-")) or p.name in ("manifest.json", ".progress.json", "config.toml"):
+            p.unlink()
+    shutil.rmtree(out / WORK, ignore_errors=True)
     return None
 
 

@@ -8,7 +8,7 @@ n-gram hashes, so its cost stays small next to the classifiers.
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -21,7 +21,7 @@ _BULLETS = ("•", "‣", "-", "*", "–", "—", "·", "●", "▪", "◦")
 _ELLIPSIS = ("...", "…")
 
 
-@lru_cache(maxsize=None)
+@cache
 def stop_words() -> frozenset[str]:
     """The shipped English stop-word list (resources/stopwords_en.txt)."""
     text = resources.files("llamaforge.resources").joinpath("stopwords_en.txt").read_text("utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 _TOKEN = re.compile(r"[a-z]+(?:[-'][a-z]+)*")
@@ -17,17 +17,17 @@ def _load(name: str) -> dict:
     return {k: v for k, v in data.items() if not k.startswith("_")}
 
 
-@lru_cache(maxsize=None)
+@cache
 def pronoun_groups() -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in _load("pronouns_en.json").items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def descriptor_axes() -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in _load("demographic_terms.json").items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _term_index() -> tuple[dict[str, list[tuple[str, str]]], int]:
     """First word -> [(axis, term)], and the longest term in words."""
     index: dict[str, list[tuple[str, str]]] = {}

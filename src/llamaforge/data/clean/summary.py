@@ -34,7 +34,8 @@ def steps_summary(c: Counter, cfg: CleanConfig, pass1: dict[str, Any]) -> dict[s
     s["language"]["languages"] = dict(sorted(_prefixed(c, "language.lang.").items(), key=lambda kv: -kv[1]))
     failed = _prefixed(c, "quality.rule.")
     first = _prefixed(c, "quality.first.")
-    s["quality"]["rules"] = {r: {"failed": failed.get(r, 0), "dropped": first.get(r, 0)} for r in rule_names(cfg.quality)}
+    s["quality"]["rules"] = {r: {"failed": failed.get(r, 0), "dropped": first.get(r, 0)}
+                             for r in rule_names(cfg.quality)}
     n_tox = c["toxicity.in"]
     s["toxicity"].update({
         "threshold": cfg.toxicity.threshold,

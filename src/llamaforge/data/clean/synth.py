@@ -30,7 +30,8 @@ PREPS = "in on at with from into during across under over through between near b
 DETS = "the a this that every each one another some their our his her its".split()
 SUBJ = "he she they we i you it".split()
 CONJ = ("and", "but", "because", "while", "although", "so", "when", "after", "before", "since")
-_SYL = "ba be bi bo bu da de di do ka ke ki lo lu ma me mi no nu ra re ri ro sa se si so ta te ti tra vel ven dor".split()
+_SYL = ("ba be bi bo bu da de di do ka ke ki lo lu ma me mi no nu ra re ri ro sa se si so ta te ti "
+        "tra vel ven dor").split()
 
 FRENCH = ("Le village se trouve au bord de la rivière et les habitants travaillent dans les champs. "
           "Nous avons passé la journée à visiter le musée avec nos amis de l'école. "
@@ -148,17 +149,20 @@ def planted_corpus(n_clean: int = 200, seed: int = 0) -> tuple[list[dict], dict[
     for lang_text in (FRENCH, GERMAN, SPANISH):
         add("foreign", _foreign(rng, lang_text))
     for _ in range(4):
-        lines = [gen.paragraph(2) for _ in range(3)] + [rng.choice(TOXIC_LINES) for _ in range(6)]
+        # toxic lines made unique, so that they are not also boilerplate (repeated across documents)
+        lines = [gen.paragraph(2) for _ in range(2)] + [f"{t} And {gen._phrase()}." for t in TOXIC_LINES]
         add("toxic", "\n".join(lines))
     for _ in range(3):
-        rows = [f"{gen._noun().title()} {gen._noun().title()}: {gen._noun()}{i}@mail{i}.example.org, "
-                f"phone ({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}" for i in range(25)]
-        add("pii_dense", "Contact list of our members.\n" + "\n".join(rows) + "\nPlease keep this list private.")
+        rows = [f"{gen.sentence()} Reach {gen._noun()} at {gen._noun()}{i}@mail{i}.example.org or "
+                f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}." for i in range(25)]
+        add("pii_dense", "\n".join(rows))
     for _ in range(3):
-        add("pii_light", gen.document(3, 5) + "\nWrite to jane.roe@example.com or call +1 415 555 0142 for details.")
+        add("pii_light", gen.document(3, 5) + f"\nWrite to {gen._noun()}.roe@example.com or call "
+            f"+1 415 555 {rng.randint(1000, 9999)} for the details about {gen._phrase()}.")
     for _ in range(3):
         add("blocked", gen.document(3, 6), url=f"https://www.people-search.example.com/person/{rng.randint(1, 99999)}")
-    add("junk_symbols", "\n".join(" ".join(rng.choice(["###", "$$$", "%%", "@@", "&&&", "|||", "^^"]) for _ in range(30))
+    symbols = ["###", "$$$", "%%", "@@", "&&&", "|||", "^^"]
+    add("junk_symbols", "\n".join(" ".join(rng.choice(symbols) for _ in range(30))
                                   for _ in range(6)))
     line = gen.sentence()
     add("junk_repeated", "\n".join([line] * 40))

@@ -1,0 +1,1 @@
+"""`llamaforge data clean`: the streaming cleaning pipeline (one module per step)."""

@@ -1,0 +1,254 @@
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/completions, /v1/chat/completions, /health.
+
+Every error is answered in OpenAI's JSON shape; no request can take the server down. A client
+that disconnects (mid-stream or while waiting) has its rows cancelled, freeing their slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llamaforge.errors import UserError
+from llamaforge.generate import Event
+from llamaforge.sampling import SamplingParams
+from llamaforge.serve.engine import Engine, QueueFull
+from llamaforge.serve.protocol import APIError, ChatRequest, CompletionRequest, new_id, now, usage
+
+log = logging.getLogger("llamaforge.serve")
+
+
+def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        yield
+        engine.stop()
+
+    app = FastAPI(title="llamaforge", lifespan=lifespan)
+    created = now()
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        return JSONResponse(_validation_error(e.errors()).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        code = "not_found" if e.status_code == 404 else None
+        return JSONResponse(APIError(e.status_code, str(e.detail), code=code).body(), status_code=e.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, e: Exception):
+        log.exception("unhandled error")
+        return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", type="server_error").body(),
+                            status_code=500)
+
+    def check(request: Request, model: str | None = None) -> None:
+        if api_key is not None:
+            auth = request.headers.get("authorization", "")
+            given = auth[7:] if auth.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(given.encode(), api_key.encode()):
+                raise APIError(401, "Incorrect or missing API key; send 'Authorization: Bearer <key>'",
+                               code="invalid_api_key")
+        if model is not None and model != model_name:
+            raise APIError(404, f"The model '{model}' does not exist; this server serves '{model_name}'",
+                           param="model", code="model_not_found")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, **engine.load}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        check(request)
+        return {"object": "list", "data": [_model_card(model_name, created)]}
+
+    @app.get("/v1/models/{name}")
+    async def model(name: str, request: Request):
+        check(request, name)
+        return _model_card(model_name, created)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        check(request)
+        body = await _parse(request, CompletionRequest)
+        check(request, body.model)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts or any(not p for p in prompts):
+            raise APIError(400, "'prompt' must be a non-empty string or list of non-empty strings", param="prompt")
+        encoded = [_encode_text(engine, p) for p in prompts]
+        rows = _rows(engine, body, encoded, body.max_tokens)
+        return await _respond(engine, request, body, rows, [len(e[0]) for e in encoded], chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        check(request)
+        body = await _parse(request, ChatRequest)
+        check(request, body.model)
+        if not body.messages:
+            raise APIError(400, "'messages' must be a non-empty list", param="messages")
+        msgs = [{"role": m.role, "content": m.text()} for m in body.messages]
+        if msgs[-1]["role"] != "user":
+            raise APIError(400, "the last message must be from the user", param="messages")
+        try:
+            ids = engine.tokenizer.encode_chat_prompt(msgs)
+        except UserError as e:
+            raise APIError(400, str(e), param="messages") from None
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        rows = _rows(engine, body, [(ids, None)], max_tokens)
+        return await _respond(engine, request, body, rows, [len(ids)], chat=True)
+
+    return app
+
+
+async def _parse(request: Request, cls):
+    """The JSON body (whatever the Content-Type says) validated into `cls`, or a 400."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(400, f"request body is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise _validation_error(e.errors()) from None
+
+
+def _validation_error(errs: list) -> APIError:
+    first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    # pydantic appends the union member tried ("stop.str"); keep the field path readable
+    where = ".".join(x for x in loc if x not in ("str", "list[str]", "list[ContentPart]", "int", "float"))
+    return APIError(400, f"{where or 'body'}: {first.get('msg')}", param=where or None)
+
+
+def _model_card(name: str, created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "llamaforge"}
+
+
+def _encode_text(engine: Engine, prompt: str) -> tuple[list[int], int | None]:
+    ids = engine.tokenizer.encode(prompt, bos=True)
+    return ids, (ids[-1] if len(ids) > 1 else None)
+
+
+def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max_tokens: int | None
+          ) -> list[tuple[list[int], SamplingParams, int | None]]:
+    """One decoder row per (prompt, choice); choice j of a seeded request uses seed + j."""
+    stops = body.stop_list()
+    rows = []
+    for ids, prefix in encoded:
+        room = engine.context - len(ids)
+        mt = max_tokens if max_tokens is not None else room
+        if room < 1 or mt > room:
+            raise APIError(400, f"This model's maximum context length is {engine.context} tokens; the prompt has "
+                           f"{len(ids)} tokens and max_tokens is {mt}. Shorten the prompt or lower max_tokens.",
+                           param="messages" if prefix is None else "prompt", code="context_length_exceeded")
+        for j in range(body.n):
+            params = SamplingParams(max_new_tokens=mt, temperature=body.temperature, top_p=body.top_p,
+                                    top_k=body.top_k, stop=stops, stop_ids=[] if body.ignore_eos else None,
+                                    seed=None if body.seed is None else body.seed + j)
+            rows.append((ids, params, prefix))
+    return rows
+
+
+async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: list[int], chat: bool):
+    queue: asyncio.Queue = asyncio.Queue()
+    try:
+        rids = engine.submit(rows, queue)
+    except QueueFull:
+        raise APIError(503, "The server is overloaded (request queue full); retry later.", type="server_error",
+                       code="overloaded") from None
+    except UserError as e:
+        raise APIError(400, str(e)) from None
+    index = {rid: i for i, rid in enumerate(rids)}
+    rid_ = new_id("chatcmpl" if chat else "cmpl")
+    meta = {"id": rid_, "object": "chat.completion" if chat else "text_completion", "created": now(),
+            "model": body.model}
+    if body.stream:
+        gen = _stream(engine, queue, rids, index, meta, chat, sum(prompt_lens), body.include_usage())
+        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    texts, counts, reasons = [""] * len(rids), [0] * len(rids), [None] * len(rids)
+    left = len(rids)
+    try:
+        while left:
+            try:
+                ev = await asyncio.wait_for(queue.get(), timeout=1.0)
+            except asyncio.TimeoutError:
+                if await request.is_disconnected():
+                    engine.cancel(rids)
+                    return JSONResponse({}, status_code=499)
+                continue
+            if isinstance(ev, Exception):
+                raise APIError(500, f"generation failed: {ev}", type="server_error")
+            i = index[ev.rid]
+            texts[i] += ev.text
+            counts[i] += 1
+            if ev.finish:
+                reasons[i] = ev.finish
+                left -= 1
+    finally:
+        if left:
+            engine.cancel(rids)
+    if chat:
+        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+                    "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
+    else:
+        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                   for i, (t, r) in enumerate(zip(texts, reasons))]
+    return {**meta, "choices": choices, "usage": usage(sum(prompt_lens), sum(counts))}
+
+
+async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: dict[int, int], meta: dict,
+                  chat: bool, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+    meta = {**meta, "object": "chat.completion.chunk" if chat else "text_completion"}
+
+    def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> str:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
+            if text:
+                delta["content"] = text
+            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return f"data: {json.dumps({**meta, 'choices': [choice]})}\n\n"
+
+    left, completion = len(rids), 0
+    try:
+        if chat:
+            for i in range(len(rids)):
+                yield chunk(i, None, None, role=True)
+        while left:
+            ev = await queue.get()
+            if isinstance(ev, Exception):
+                err = APIError(500, f"generation failed: {ev}", type="server_error")
+                yield f"data: {json.dumps(err.body())}\n\n"
+                break
+            assert isinstance(ev, Event)
+            completion += 1
+            if ev.finish:
+                left -= 1
+            if ev.text or ev.finish:
+                yield chunk(index[ev.rid], ev.text, ev.finish)
+        if include_usage and not left:
+            yield f"data: {json.dumps({**meta, 'choices': [], 'usage': usage(prompt_tokens, completion)})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if left:  # the client went away (or an error): free the slots
+            engine.cancel(rids)

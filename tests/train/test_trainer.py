@@ -1,0 +1,124 @@
+"""The Trainer in-process: schedule, accumulation, checkpointing modes, NaN stop, configs, MFU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from train_helpers import losses
+
+from llamaforge.config import load_config
+from llamaforge.data.loader import PretrainLoader, Source
+from llamaforge.errors import UserError
+from llamaforge.model.args import ModelArgs
+from llamaforge.model.llama import Transformer
+from llamaforge.train import parallel as par
+from llamaforge.train.config import OptimSection, PretrainConfig, batch_layout
+from llamaforge.train.metrics import mfu
+from llamaforge.train.optim import lr_at
+from llamaforge.train.pretrain import lm_loss
+from llamaforge.train.trainer import Trainer, TrainingDiverged
+
+ARGS = dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=16, max_seq_len=64)
+
+
+def test_schedule_warmup_cosine_to_ten_percent():
+    cfg = OptimSection(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(1, cfg, 100) == pytest.approx(0.1) and lr_at(10, cfg, 100) == pytest.approx(1.0)
+    assert lr_at(55, cfg, 100) == pytest.approx(0.55)  # half way down the cosine: (1 + 0.1) / 2
+    assert lr_at(100, cfg, 100) == pytest.approx(0.1)
+    assert all(lr_at(s, cfg, 100) >= lr_at(s + 1, cfg, 100) for s in range(10, 100))
+    const = OptimSection(lr=1.0, warmup_steps=0, schedule="constant")
+    assert lr_at(1, const, 100) == lr_at(100, const, 100) == 1.0
+
+
+def test_batch_layout():
+    assert batch_layout(8, 0, 1) == (8, 1) and batch_layout(8, 2, 2) == (2, 2)
+    with pytest.raises(UserError, match="multiple of train.micro_batch"):
+        batch_layout(8, 3, 1)
+
+
+def test_config_overrides_and_unknown_keys(tiny_toml):
+    cfg = load_config(PretrainConfig, tiny_toml, ["--train.steps=7", "--optim.lr", "0.01",
+                                                  "--parallel.activation_checkpointing", "selective"])
+    assert cfg.train.steps == 7 and cfg.optim.lr == 0.01 and cfg.parallel.activation_checkpointing == "selective"
+    with pytest.raises(UserError, match="valid keys.*steps"):
+        load_config(PretrainConfig, tiny_toml, ["--train.stepz=3"])
+    with pytest.raises(UserError, match="not one of"):
+        load_config(PretrainConfig, tiny_toml, ["--train.dtype=fp8"])
+
+
+def test_flops_and_mfu_formula():
+    a = ModelArgs.from_name("llama2-7b")
+    # 6N + 12 L d T with N = 6.48B non-embedding parameters: about 4.2e10 FLOPs/token at T = 4096.
+    assert a.flops_per_token(4096) == pytest.approx(6 * (6_738_415_616 - 32000 * 4096) + 12 * 32 * 4096 * 4096)
+    assert mfu(1000.0, 1e9, 1e12, devices=2) == pytest.approx(0.5)
+
+
+def _trainer(tmp_path, shards_dir, overrides, loss_fn=lm_loss, steps=4):
+    cfg = load_config(PretrainConfig, None, [f"--train.steps={steps}", "--train.batch_size=4", "--train.seq_len=32",
+                                             "--logging.progress=false", "--logging.plots=false",
+                                             "--checkpoint.final=false", "--logging.every=1", "--optim.lr=3e-3",
+                                             "--optim.warmup_steps=1", *overrides])
+    info = par.DistInfo()
+    micro, _ = Trainer.layout(cfg, info)
+    loader = PretrainLoader([Source(str(shards_dir / "train"))], 32, 4, micro)
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs(vocab_size=1000, **ARGS))
+    model.init_weights()
+    return Trainer(model, loss_fn, loader, cfg, tmp_path, info)
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path, shards):
+    a = _trainer(tmp_path / "a", shards, []).fit()
+    b = _trainer(tmp_path / "b", shards, ["--train.micro_batch=1"]).fit()
+    assert a["last"]["loss"] == pytest.approx(b["last"]["loss"], rel=1e-5)
+    la, lb = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert all(la[s] == pytest.approx(lb[s], rel=1e-5) for s in la) and len(la) == 4
+
+
+@pytest.mark.parametrize("mode", ["selective", "full"])
+def test_activation_checkpointing_same_losses(tmp_path, shards, mode):
+    ref = _trainer(tmp_path / "none", shards, [], steps=2).fit()
+    got = _trainer(tmp_path / mode, shards, [f"--parallel.activation_checkpointing={mode}"], steps=2).fit()
+    assert got["last"]["loss"] == pytest.approx(ref["last"]["loss"], rel=1e-6)
+
+
+def test_selective_policy_saves_matmuls():
+    ops = par._save_ops()
+    assert torch.ops.aten.mm.default in ops and torch.ops.aten.mul.Tensor not in ops
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, shards):
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        calls["n"] += 1
+        loss, m = lm_loss(model, batch)
+        return (loss * math.nan if calls["n"] >= 3 else loss), m
+
+    tr = _trainer(tmp_path, shards, ["--checkpoint.every=2"], loss_fn=poisoned, steps=6)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan .* at step 3.*step_2"):
+        tr.fit()
+    assert (tmp_path / "checkpoints" / "step_2" / "trainer_state.json").is_file()
+    assert not (tmp_path / "checkpoints" / "step_3").exists()
+
+
+def test_bf16_autocast_trains(tmp_path, shards):
+    r = _trainer(tmp_path, shards, ["--train.dtype=bf16"], steps=3).fit()
+    assert math.isfinite(r["last"]["loss"])
+
+
+def test_tp_needs_divisible_heads():
+    from llamaforge.train.parallel import apply_tp
+
+    class Mesh:
+        def size(self):
+            return 3
+
+    with pytest.raises(UserError, match="n_heads = 4 is not divisible by parallel.tp = 3"):
+        apply_tp(Transformer(ModelArgs(vocab_size=100, **ARGS)), Mesh())
+    with pytest.raises(UserError, match="must equal the world size"):
+        par.resolve_degrees(4, 3, -1)
+    assert par.resolve_degrees(4, -1, 2) == (2, 2)
