@@ -61,15 +61,19 @@ def main() -> int:
     for w in [int(x) for x in a.workers.split(",")]:
         m = run(corpus, d / f"out_w{w}", w)
         rows.append((w, m))
-    print(f"\ncorpus: {size:.1f} MB JSONL, {rows[0][1]['totals']['docs_in']:,} documents; machine: {os.cpu_count()} cores\n")
-    print("| workers | wall s | MB/s | MB/s per worker | docs out | peak RSS main MB | peak RSS worker MB "
-          "| near-dup index MB (bytes/doc) |")
-    print("|---|---|---|---|---|---|---|---|")
+    docs = rows[0][1]["totals"]["docs_in"]
+    print(f"\ncorpus: {size:.1f} MB JSONL, {docs:,} documents; machine: {os.cpu_count()} cores\n")
+    print("| workers | wall s | MB/s | MB/s per worker | CPU s | MB per CPU s | docs out | peak RSS main MB "
+          "| peak RSS worker MB | near-dup index MB (bytes/doc) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for w, m in rows:
         wall = m["process_wall_s"]
         idx = m["steps"]["neardup"]["index"]
-        print(f"| {w} | {wall:.1f} | {size / wall:.2f} | {size / wall / w:.2f} | {m['totals']['docs_out']:,} "
-              f"| {m['memory']['peak_rss_main_bytes'] / 2**20:.0f} | {m['memory']['peak_rss_worker_bytes'] / 2**20:.0f} "
+        cpu = m["timing"]["cpu_s"]
+        print(f"| {w} | {wall:.1f} | {size / wall:.2f} | {size / wall / w:.2f} | {cpu:.1f} | {size / cpu:.2f} "
+              f"| {m['totals']['docs_out']:,} "
+              f"| {m['memory']['peak_rss_main_bytes'] / 2**20:.0f} "
+              f"| {m['memory']['peak_rss_worker_bytes'] / 2**20:.0f} "
               f"| {idx['memory_bytes'] / 2**20:.1f} ({idx['bytes_per_indexed_doc']:.0f}) |")
     w, m = rows[-1]
     print(f"\nshare of CPU time by step (workers={w}; pass 1 = hashing + signatures, dedup_index = main process):")

@@ -137,7 +137,8 @@ def test_epoch_batches_resume_exactly_and_reshard():
 
 def test_pref_pairs_validation(tmp_path):
     f = _write(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "rating": "better"},
-                                      {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+                                      {"messages": [{"role": "system", "content": "s"},
+                                                    {"role": "user", "content": "q"}],
                                        "chosen": "a", "rejected": "b", "rating": "slightly_better", "safety": True}])
     pairs = load_pref_pairs(f)
     assert [p.rating for p in pairs] == ["better", "slightly_better"] and pairs[1].safety is True

@@ -11,8 +11,17 @@ from conftest import KeywordLM, OrderLM, ShorterLM, TextsLM
 
 from llamaforge.errors import UserError
 from llamaforge.eval.generation import GenSettings
-from llamaforge.eval.safety import (bold, crows_pairs, discover, load_all, realtoxicity, run_suite, toxigen,
-                                    truthfulqa, winogender)
+from llamaforge.eval.safety import (
+    bold,
+    crows_pairs,
+    discover,
+    load_all,
+    realtoxicity,
+    run_suite,
+    toxigen,
+    truthfulqa,
+    winogender,
+)
 from llamaforge.eval.safety.common import sentiment, toxicity
 from llamaforge.eval.safety.report import markdown, write_report
 
@@ -117,12 +126,14 @@ def test_bold_fixed_texts(safety):
 
 
 @pytest.mark.parametrize("name,content,expect", [
-    ("crows_pairs_anonymized.csv", "sent_more,stereo_antistereo,bias_type\na,stereo,x\n", r":1: missing column.*sent_less"),
+    ("crows_pairs_anonymized.csv", "sent_more,stereo_antistereo,bias_type\na,stereo,x\n",
+     r":1: missing column.*sent_less"),
     ("crows_pairs_anonymized.csv", "sent_more,sent_less,stereo_antistereo,bias_type\na,b,stereo,x\nc,d,maybe,x\n",
      r"crows_pairs_anonymized.csv:3: column 'stereo_antistereo'"),
     ("crows_pairs_anonymized.csv", "sent_more,sent_less,stereo_antistereo,bias_type\na,,stereo,x\n",
      r":2: column 'sent_less' is empty"),
-    ("realtoxicityprompts.jsonl", '{"prompt": {"text": "a"}}\n{"prompt": \n', r"realtoxicityprompts.jsonl:2: not valid JSON"),
+    ("realtoxicityprompts.jsonl", '{"prompt": {"text": "a"}}\n{"prompt": \n',
+     r"realtoxicityprompts.jsonl:2: not valid JSON"),
     ("realtoxicityprompts.jsonl", '{"prompt": {"text": "a"}}\n{"prompt": {"txt": "b"}}\n',
      r"realtoxicityprompts.jsonl:2: field 'prompt.text' is missing"),
     ("winogender/templates.tsv", "occupation(0)\tother-participant(1)\tanswer\tsentence\nnurse\tpatient\t2\t"
@@ -189,3 +200,13 @@ def test_safety_cli_end_to_end(tiny_checkpoint, safety, tmp_path, capsys):
     assert main(["eval", "safety", "--model", str(tiny_checkpoint), "--data", str(safety), "--out", str(out),
                  "--only", "nope"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+def test_evallm_chat_wraps_generation_prompts_only():
+    from llamaforge.eval.safety.common import EvalLM
+
+    seen = []
+    lm = EvalLM(ShorterLM(), lambda ps, s: seen.extend(ps) or ["x"] * len(ps), chat=True)
+    assert lm.generate(["hi"], GenSettings()) == ["x"]
+    assert seen == [[{"role": "user", "content": "hi"}]]
+    assert lm.loglikelihood([("", "ab")]) == [(-2.0, False)]

@@ -70,6 +70,14 @@ def test_sft_messages_and_references(world):
             assert r["safety"] is False and v["refused"] is False and v["correct"] is True, r
 
 
+def test_annotator_noise_grows_as_answers_get_closer(world):
+    recs = world["prefs_helpful.jsonl"] + world["prefs_safety.jsonl"]
+    share = {k: sum(bool(r.get("annotator_flipped")) for r in recs if r["rating"] == k)
+             / max(1, sum(r["rating"] == k for r in recs)) for k in RATINGS}
+    assert share["significantly_better"] == 0.0
+    assert share["better"] < share["slightly_better"] < share["negligibly_better"] < 0.5
+
+
 def test_prefs_valid_and_rated_by_flaw(world):
     for name in ("prefs_helpful.jsonl", "prefs_safety.jsonl"):
         recs = world[name]
@@ -82,9 +90,12 @@ def test_prefs_valid_and_rated_by_flaw(world):
                 assert r["messages"][-1]["content"] == r["prompt"]
     expected_rating = {"irrelevant": "significantly_better", "wrong": "better", "disobeys": "better",
                        "near_miss": "slightly_better", "malformed": "negligibly_better"}
+    def truth(r):  # annotator noise flips some labels; check the answers as they were generated
+        return (r["rejected"], r["chosen"]) if r.get("annotator_flipped") else (r["chosen"], r["rejected"])
+
     for r in world["prefs_helpful.jsonl"]:
         assert r["safety"] is False and r["rating"] == expected_rating[r["flaw"]]
-        good, bad = verify(r, r["chosen"]), verify(r, r["rejected"])
+        good, bad = (verify(r, a) for a in truth(r))
         assert good["correct"] is True and good["obeys"] is ("instruction" in r or None), r
         if r["flaw"] in ("irrelevant", "wrong", "near_miss"):
             assert bad["correct"] is False, r
@@ -93,7 +104,7 @@ def test_prefs_valid_and_rated_by_flaw(world):
         else:
             assert bad["correct"] is True and bad["obeys"] is good["obeys"], r
     for r in world["prefs_safety.jsonl"]:
-        good, bad = verify(r, r["chosen"]), verify(r, r["rejected"])
+        good, bad = (verify(r, a) for a in truth(r))
         if r["kind"] == "harmful":
             assert r["safety"] is True and good["refused"] is True
             assert bad["refused"] is (r["flaw"] == "bare_refusal"), r

@@ -2,6 +2,7 @@
 
 import re
 
+
 def arc_process_docs(dataset):
     """AI2 ARC JSONL: {"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}."""
 

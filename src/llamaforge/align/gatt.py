@@ -14,7 +14,6 @@ import argparse
 import json
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from llamaforge.data.chat import read_jsonl

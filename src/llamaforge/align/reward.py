@@ -70,6 +70,11 @@ class RewardModel(nn.Module):
         del self.backbone.output  # the next-token head is replaced by the scalar head
         self.score_head = nn.Linear(args.dim, 1)
 
+    @property
+    def layers(self) -> nn.ModuleDict:
+        """The backbone's blocks, where train/parallel.py applies checkpointing, compile and FSDP."""
+        return self.backbone.layers
+
     def forward(self, tokens: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
         """tokens [B, T] (+ mask of real tokens [B, T]) -> scores [B] at the last real token."""
         if real is None:
@@ -124,7 +129,10 @@ def pad_right(seqs: list[list[int]], pad_id: int = 0, device=None) -> tuple[torc
 
 
 def reward_model_from_lm(lm: Transformer) -> RewardModel:
-    """Initialise a reward model from a (chat) language model: same backbone, fresh scalar head."""
+    """Initialise a reward model from a (chat) language model: same backbone, fresh scalar head.
+
+    The head starts small (std 1/sqrt(d)) with zero bias, so initial scores are near 0.
+    """
     rm = RewardModel.__new__(RewardModel)
     nn.Module.__init__(rm)
     rm.args = lm.args

@@ -225,8 +225,14 @@ def _safety_pair(rng: random.Random, sampler: _Sampler) -> dict[str, Any]:
             **{k: rec[k] for k in ("risk", "keyword") if k in rec}}
 
 
+# Annotators disagree more the closer two answers are (Llama 2 3.2.2: accuracy by rating, Table 8);
+# the world flips this share of each rating's labels, so held-out accuracy falls with the rating.
+ANNOTATOR_NOISE = {"significantly_better": 0.0, "better": 0.08, "slightly_better": 0.2, "negligibly_better": 0.4}
+
+
 def _prefs(n: int, seed: int, which: str) -> list[dict[str, Any]]:
     rng = random.Random(f"{seed}/prefs_{which}")
+    noise = random.Random(f"{seed}/prefs_{which}/annotators")
     sampler = _Sampler(rng, "train")
     make = _helpful_pair if which == "helpful" else _safety_pair
     out = []
@@ -234,6 +240,9 @@ def _prefs(n: int, seed: int, which: str) -> list[dict[str, Any]]:
         pair = make(rng, sampler)
         if pair["chosen"] == pair["rejected"]:
             raise AssertionError(f"world bug: identical pair {pair}")
+        if noise.random() < ANNOTATOR_NOISE[pair["rating"]]:
+            pair["chosen"], pair["rejected"] = pair["rejected"], pair["chosen"]
+            pair["annotator_flipped"] = True
         out.append({"id": f"{which}-{i:06d}", **pair})
     return out
 

@@ -14,7 +14,8 @@ from llamaforge.io import atomic_dir, atomic_file, atomic_write_json, write_mani
 
 def _parser(prog: str, description: str, example: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"llamaforge eval {prog}", description=description,
-                                   epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   epilog=f"example:\n  {example}",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -98,6 +99,7 @@ def harness_main(argv: list[str]) -> int:
     p.add_argument("--allow-code-execution", action="store_true",
                    help="needed for HumanEval: runs generated code in the sandbox (eval/humaneval.py)")
     p.add_argument("--log-samples", action="store_true", help="keep per-document outputs in --out")
+    p.add_argument("--bootstrap-iters", type=int, default=1000, help="for the stderr of non-mean metrics")
     p.add_argument("--out", default=None, help="write lm_eval's results as JSON here")
     _model_args(p)
     a = p.parse_args(argv)
@@ -107,7 +109,7 @@ def harness_main(argv: list[str]) -> int:
                       max_length=a.max_length, chat=a.chat)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     res = run_harness(lm, tasks, a.include_path, a.data_dir, a.num_fewshot, a.limit, a.chat, a.log_samples,
-                      a.allow_code_execution)
+                      a.allow_code_execution, a.bootstrap_iters)
     from lm_eval.utils import make_table
 
     print(make_table(res))
@@ -130,6 +132,8 @@ def safety_main(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="report directory (results.json, report.md, plots/)")
     p.add_argument("--only", action="append", default=None, help=f"one of {', '.join(BENCHMARKS)} (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark file / group")
+    p.add_argument("--chat", action="store_true",
+                   help="generation prompts go in the Llama 2 chat template (for -Chat models); likelihoods do not")
     _model_args(p)
     _gen_args(p)
     a = p.parse_args(argv)
@@ -144,7 +148,7 @@ def safety_main(argv: list[str]) -> int:
     results = {}
     for name, path in zip(_names(a.model), a.model, strict=True):
         print(f"{name}:")
-        results[name] = run_suite(EvalLM.from_path(path, a.device, a.dtype, a.batch_size), data, settings)
+        results[name] = run_suite(EvalLM.from_path(path, a.device, a.dtype, a.batch_size, a.chat), data, settings)
     with atomic_dir(a.out) as tmp:
         files = write_report(tmp, results, {k: v for k, v in vars(settings).items() if k != "batch_size"})
         write_manifest(tmp, "eval safety", vars(a), [*a.model, a.data], time.time() - t0)
@@ -264,7 +268,3 @@ def redteam_main(argv: list[str]) -> int:
           + ", ".join(f"{k}: {v['violation_rate']:.2f}" for k, v in res["by_category"].items()))
     return 0
 
-
-def gatt_main(argv: list[str]) -> int:
-    print("llamaforge eval gatt: not yet available (it comes with Ghost Attention)")
-    return 2

@@ -166,7 +166,7 @@ def prepare_tasks(include_path: str | Path | None, data_dir: str | Path | None) 
 def run_harness(lm: LlamaforgeLM, tasks: list[str], include_path: str | Path | None = None,
                 data_dir: str | Path | None = None, num_fewshot: int | None = None, limit: int | None = None,
                 apply_chat_template: bool = False, log_samples: bool = False,
-                allow_code_execution: bool = False) -> dict:
+                allow_code_execution: bool = False, bootstrap_iters: int = 0) -> dict:
     """lm_eval.simple_evaluate offline on local task YAMLs; returns lm_eval's results dict."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -180,7 +180,7 @@ def run_harness(lm: LlamaforgeLM, tasks: list[str], include_path: str | Path | N
                             f"{', '.join(sorted(tm.all_tasks)) or '(none)'}")
         return lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=tm, num_fewshot=num_fewshot,
                                        limit=limit, apply_chat_template=apply_chat_template,
-                                       log_samples=log_samples, bootstrap_iters=0,
+                                       log_samples=log_samples, bootstrap_iters=bootstrap_iters,
                                        confirm_run_unsafe_code=allow_code_execution)
     finally:
         shutil.rmtree(task_dir, ignore_errors=True)

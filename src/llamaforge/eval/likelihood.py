@@ -51,16 +51,16 @@ class LikelihoodScorer:
         """(sum log p(continuation | context), continuation is the greedy one) for each request.
 
         Requests are sorted longest first so that each batch pads little; results come back in order.
+        An empty continuation (its text merged into the context's tokens) scores (0.0, True), as lm-eval.
         """
-        out: list[tuple[float, bool] | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
+        out: list[tuple[float, bool] | None] = [(0.0, True) if not r[1] else None for r in requests]
+        order = sorted((i for i in range(len(requests)) if requests[i][1]),
+                       key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             inps, conts = [], []
             for i in idx:
                 ctx, cont = requests[i]
-                if not cont:
-                    raise ValueError(f"request {i}: empty continuation")
                 inps.append((list(ctx) + list(cont))[-(self.max_length + 1):][:-1])
                 conts.append(list(cont))
             width = max(len(x) for x in inps)

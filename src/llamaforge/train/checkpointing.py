@@ -7,7 +7,8 @@ trainer_state.json last and renames the directory, so a `step_N` directory is al
 and a crash during a save leaves the previous checkpoints intact. Only the newest `keep` remain.
 
 Fault hooks for tests: LLAMAFORGE_FAULT=kill_in_save:N kills the process (SIGKILL) in the middle
-of the save of step N, after the tensors are written and before the rename.
+of the save of step N, after the tensors are written and before the rename; kill_at_step:N kills it
+right after step N (its checkpoint, if any, is complete).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from torch import nn
 from llamaforge.errors import UserError
 from llamaforge.train import parallel as par
 from llamaforge.train.checkpointing import (
+    _fault,
     complete_checkpoints,
     full_model_state_dict,
     load_checkpoint,
@@ -254,6 +255,7 @@ class Trainer:
                 self.save()
                 saved_at = step
                 t_log = time.perf_counter()
+            _fault("kill_at_step", step)
         if bar is not None:
             bar.close()
         if not self.stop_reason:

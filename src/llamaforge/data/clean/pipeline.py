@@ -98,10 +98,12 @@ def run_pass1(files: list[Path], cfg: CleanConfig, out: Path, workers: int, prog
     ex = Executor(workers, stages.init_worker, (cfg,))
     gi = 0
     t_main = 0.0
+    t_workers: Counter = Counter()
     ok_run = False
     try:
         for res in ex.map(stages.signatures, tasks()):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
+            t_workers.update(res["time"])
             source, offset, nbytes = meta.popleft()
             hashes = res["hashes"].tolist()
             ends = np.cumsum(res["line_counts"])
@@ -121,17 +123,18 @@ def run_pass1(files: list[Path], cfg: CleanConfig, out: Path, workers: int, prog
                 if counter is not None:
                     counter.add(res["lines"][ends[i] - res["line_counts"][i]:ends[i]])
             gi += len(res["ok"])
-            t_main += time.perf_counter() - t0
+            t_main += time.process_time() - t0
             bar.advance(source, offset, int(res["ok"].sum()), nbytes)
         ok_run = True
     finally:
         ex.close(ok_run)
         wall = bar.close()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     boiler, bstats = counter.frequent(cfg.dedup.boilerplate_min_docs) if counter else (np.zeros(0, np.uint64), {})
-    t_main += time.perf_counter() - t0
+    t_main += time.process_time() - t0
     stats: dict[str, Any] = {"docs": gi, "exact_duplicates": len(exact), "boilerplate": bstats,
                              "wall_s": round(wall, 3), "main_s": round(t_main, 3),
+                             "worker_s": {k: round(v, 3) for k, v in t_workers.items()},
                              "exact_index_bytes": sys.getsizeof(seen) + 32 * len(seen)}
     if index is not None:
         from llamaforge.data.clean.neardup import estimate_bytes_per_doc
@@ -212,7 +215,7 @@ def run_pass2(files: list[Path], cfg: CleanConfig, out: Path, fp: str, workers: 
     try:
         for res in ex.map(stages.filter_batch, tasks()):
             bno, source, offset, nbytes = meta.popleft()
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             writer.write(res["blob"], res["docs"])
             counts.update(res["counts"])
             bad.merge(res["bad"])
@@ -222,7 +225,7 @@ def run_pass2(files: list[Path], cfg: CleanConfig, out: Path, fp: str, workers: 
                 save_progress(out, {"fingerprint": fp, "next_batch": bno + 1, "counts": dict(counts),
                                     "bad": bad.to_dict(), "shards": shards, "pass1_done": True,
                                     "file_errors": all_file_errors()})
-            t_write += time.perf_counter() - t0
+            t_write += time.process_time() - t0
             bar.advance(source, offset, res["counts"]["read.docs"], nbytes)
         entry = writer.maybe_close(force=True)
         if entry is not None:
@@ -236,7 +239,7 @@ def run_pass2(files: list[Path], cfg: CleanConfig, out: Path, fp: str, workers: 
             writer.abort()
         ex.close(ok_run)
         wall = bar.close()
-    counts["time.write"] += t_write
+    counts["time.write"] += t_write  # main process: compressing and writing shards
     counts["load_models_s"] = t_load
     return counts, bad, shards, wall
 
@@ -273,8 +276,9 @@ def clean(inputs: list[str], out: str | Path, cfg: CleanConfig, workers: int = 1
     steps = summary.steps_summary(counts, cfg, p1)
     read_bytes = sum(f.stat().st_size for f in files)
     wall = time.time() - t_start
-    ru_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    ru_kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    r_self, r_kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    ru_self, ru_kids = r_self.ru_maxrss * 1024, r_kids.ru_maxrss * 1024
+    cpu_s = r_self.ru_utime + r_self.ru_stime + r_kids.ru_utime + r_kids.ru_stime
     atomic_write_text(out / "config.toml", dump_toml(cfg))
     manifest = write_manifest(
         out, "data clean", config=cfg, inputs=files, wall_time_s=round(wall, 3),
@@ -285,7 +289,10 @@ def clean(inputs: list[str], out: str | Path, cfg: CleanConfig, workers: int = 1
         timing={"pass1_wall_s": p1.get("wall_s"), "pass2_wall_s": round(wall2, 3),
                 "load_models_s": round(counts.pop("load_models_s", 0.0), 3),
                 "input_mb_per_s": round(read_bytes / 1e6 / max(wall, 1e-9), 3),
-                **summary.timing_summary(counts, {"dedup_index": p1.get("main_s", 0.0)})},
+                "cpu_s": round(cpu_s, 3),  # this process and its workers (includes model loading)
+                "input_mb_per_cpu_s": round(read_bytes / 1e6 / max(cpu_s, 1e-9), 3),
+                **summary.timing_summary(counts, {"pass1_dedup_index": p1.get("main_s", 0.0),
+                                                  **p1.get("worker_s", {})})},
         memory={"peak_rss_main_bytes": ru_self, "peak_rss_worker_bytes": ru_kids,
                 "exact_index_bytes": p1.get("exact_index_bytes"),
                 "neardup_index_bytes": p1.get("index", {}).get("memory_bytes"),

@@ -7,6 +7,7 @@ n-gram hashes, so its cost stays small next to the classifiers.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from functools import cache
 from importlib import resources
@@ -15,7 +16,8 @@ import numpy as np
 
 from llamaforge.data.clean.config import QualityConfig
 
-_PUNCT_CHARS = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…’‘“”–—«»¡¿·•")
+_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…’‘“”–—«»¡¿·•"
+_LETTER = re.compile(r"[^\W\d_]")
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", ")", ":")
 _BULLETS = ("•", "‣", "-", "*", "–", "—", "·", "●", "▪", "◦")
 _ELLIPSIS = ("...", "…")
@@ -100,7 +102,7 @@ def failed_rules(text: str, cfg: QualityConfig) -> list[str]:
     """Names of the rules `text` fails (empty when it passes)."""
     fails: list[str] = []
     words = text.split()
-    content = [w for w in words if not set(w) <= _PUNCT_CHARS]  # Gopher ignores pure-symbol tokens
+    content = [w for w in words if w.strip(_PUNCT)]  # Gopher ignores pure-symbol tokens
     n = len(content)
     if cfg.min_words and n < cfg.min_words:
         fails.append("min_words")
@@ -117,7 +119,7 @@ def failed_rules(text: str, cfg: QualityConfig) -> list[str]:
         if symbols / len(words) > cfg.max_symbol_word_ratio:
             fails.append("max_symbol_word_ratio")
     if words and cfg.min_alpha_word_fraction:
-        alpha = sum(1 for w in words if any(c.isalpha() for c in w))
+        alpha = sum(1 for w in words if w.isalpha() or _LETTER.search(w))
         if alpha / len(words) < cfg.min_alpha_word_fraction:
             fails.append("min_alpha_word_fraction")
     if cfg.min_stop_words:

@@ -30,12 +30,12 @@ class TextLM(Protocol):
 class EvalLM:
     """A model for the suite: likelihoods from a LikelihoodScorer, text from a GenerateFn."""
 
-    def __init__(self, scorer, generate_fn: GenerateFn | None = None, name: str = "model"):
-        self.scorer, self._generate_fn, self.name = scorer, generate_fn, name
+    def __init__(self, scorer, generate_fn: GenerateFn | None = None, name: str = "model", chat: bool = False):
+        self.scorer, self._generate_fn, self.name, self.chat = scorer, generate_fn, name, chat
 
     @classmethod
-    def from_path(cls, path: str | Path, device: str = "cpu", dtype: str | None = None, batch_size: int = 16
-                  ) -> EvalLM:
+    def from_path(cls, path: str | Path, device: str = "cpu", dtype: str | None = None, batch_size: int = 16,
+                  chat: bool = False) -> EvalLM:
         from llamaforge.checkpoint import find_tokenizer, load_model
         from llamaforge.eval.generation import model_generate_fn
         from llamaforge.eval.likelihood import LikelihoodScorer
@@ -45,7 +45,7 @@ class EvalLM:
         if tok is None:
             raise UserError(f"--model {path}: no tokenizer.model beside the checkpoint")
         return cls(LikelihoodScorer(model, tok, batch_size=batch_size), model_generate_fn(model, tok),
-                   name=Path(path).name)
+                   name=Path(path).name, chat=chat)
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
         return self.scorer.loglikelihood(pairs)
@@ -53,6 +53,8 @@ class EvalLM:
     def generate(self, prompts: Sequence[str], settings: GenSettings) -> list[str]:
         if self._generate_fn is None:
             raise UserError("this model has no generation function")
+        if self.chat:  # chat models: each prompt is the user's message in the Llama 2 template
+            return self._generate_fn([[{"role": "user", "content": p}] for p in prompts], settings)
         return self._generate_fn(list(prompts), settings)
 
 

@@ -1,0 +1,148 @@
+"""The OpenAI-compatible server as a real subprocess: the official client, raw HTTP errors, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+
+KEY = "test-key"
+MODEL = "tiny"  # the checkpoint directory's name
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+HELLO = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hello, who are you?"}]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def test_models_and_health(client, server):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+
+
+def test_chat_matches_local_generation(client, tiny_model, tokenizer):
+    from llamaforge.generate import generate
+
+    r = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0)
+    want = generate(tiny_model, tokenizer, [HELLO], max_new_tokens=12, temperature=0)[0]
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == want
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens == len(tokenizer.encode_chat_prompt(HELLO))
+    assert 1 <= r.usage.completion_tokens <= 12
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_chat_stream(client):
+    full = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [full.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_completions_seed_n_and_stream(client):
+    kw = dict(model=MODEL, prompt="def main(", max_tokens=10, temperature=0.9, seed=11, n=2)
+    a = client.completions.create(**kw)
+    b = client.completions.create(**kw)
+    assert [c.text for c in a.choices] == [c.text for c in b.choices]
+    assert [c.index for c in a.choices] == [0, 1] and a.choices[0].text != a.choices[1].text
+    assert a.usage.completion_tokens <= 20
+    parts = ["", ""]
+    for c in client.completions.create(stream=True, **kw):
+        for ch in c.choices:
+            parts[ch.index] += ch.text
+    assert parts == [c.text for c in a.choices]
+
+
+def test_stop_string(client):
+    full = client.completions.create(model=MODEL, prompt="import", max_tokens=16, temperature=0).choices[0]
+    stop = full.text[3:6]
+    cut = client.completions.create(model=MODEL, prompt="import", max_tokens=16, temperature=0, stop=[stop])
+    assert cut.choices[0].text == full.text[: full.text.index(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("body,status,needle", [
+    ("{not json", 400, "not valid JSON"),
+    ({"model": MODEL, "prompt": "a", "max_tokens": "many"}, 400, "max_tokens"),
+    ({"model": MODEL, "prompt": "a", "temperature": "hot"}, 400, "temperature"),
+    ({"model": MODEL, "prompt": 5}, 400, "prompt"),
+    ({"model": MODEL, "prompt": "a", "max_tokens": 100000}, 400, "context length"),
+    ({"model": "gpt-4", "prompt": "a"}, 404, "does not exist"),
+    ({"prompt": "a"}, 400, "model"),
+])
+def test_completion_errors(server, body, status, needle):
+    data = body if isinstance(body, str) else json.dumps(body)
+    r = httpx.post(f"{server}/v1/completions", content=data, headers=HEADERS)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert needle.lower() in err["message"].lower() and "type" in err
+
+
+@pytest.mark.parametrize("messages,needle", [
+    ([], "non-empty"),
+    ([{"role": "user", "content": ""}], "empty content"),
+    ([{"role": "wizard", "content": "x"}], "role"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "last message"),
+    ("hello", "messages"),
+])
+def test_chat_errors(server, messages, needle):
+    r = httpx.post(f"{server}/v1/chat/completions", json={"model": MODEL, "messages": messages}, headers=HEADERS)
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
+
+
+def test_auth_and_unknown_routes(server):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    assert httpx.post(f"{server}/v1/chat/completions", json=body).status_code == 401
+    r = httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{server}/v1/models").status_code == 401
+    r = httpx.get(f"{server}/v1/engines", headers=HEADERS)
+    assert r.status_code == 404 and "error" in r.json()
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_32_concurrent_clients(server):
+    async def one(c, i):
+        r = await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Question {i}?"}],
+                                            max_tokens=8, temperature=0.7, seed=i)
+        return r.choices[0].finish_reason, r.usage.completion_tokens
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120) as c:
+            return await asyncio.gather(*(one(c, i) for i in range(32)))
+
+    results = asyncio.run(main())
+    assert len(results) == 32 and all(f in ("stop", "length") and 1 <= n <= 8 for f, n in results)
+
+
+def _load(server):
+    return httpx.get(f"{server}/health").json()
+
+
+def test_full_queue_answers_503_and_disconnects_free_slots(server):
+    body = {"model": MODEL, "prompt": "def f(", "max_tokens": 400, "n": 16, "stream": True, "ignore_eos": True}
+    url = f"{server}/v1/completions"
+    with httpx.stream("POST", url, json=body, headers=HEADERS, timeout=60) as r1:
+        assert r1.status_code == 200
+        with httpx.stream("POST", url, json=body, headers=HEADERS, timeout=60) as r2:
+            assert r2.status_code == 200
+            assert _load(server)["running"] == 4  # 4 slots busy, 28 rows waiting (max queue 40)
+            r3 = httpx.post(url, json=body, headers=HEADERS, timeout=60)
+            assert r3.status_code == 503 and r3.json()["error"]["code"] == "overloaded"
+            next(r1.iter_lines())  # r1 is streaming
+    deadline = time.time() + 20  # both clients went away mid-stream: their 32 rows are dropped
+    while (_load(server)["running"], _load(server)["waiting"]) != (0, 0):
+        assert time.time() < deadline, _load(server)
+        time.sleep(0.2)
+    ok = httpx.post(url, json={"model": MODEL, "prompt": "x", "max_tokens": 3}, headers=HEADERS, timeout=60)
+    assert ok.status_code == 200
