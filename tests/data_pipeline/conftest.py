@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import pytest
 
 pytest.importorskip("datasketch")
@@ -12,27 +9,9 @@ pytest.importorskip("langid")
 pytest.importorskip("profanity_check")
 pytest.importorskip("zstandard")
 
-from llamaforge.config import load_config  # noqa: E402
-from llamaforge.data.clean.config import CleanConfig  # noqa: E402
+from dp_helpers import make_config, read_shards  # noqa: E402
+
 from llamaforge.data.clean.synth import planted_corpus, write_jsonl  # noqa: E402
-
-BLOCKLIST = str(resources.files("llamaforge.resources").joinpath("blocklist_example.txt"))
-
-
-def read_shards(out_dir) -> list[dict]:
-    import zstandard
-
-    recs = []
-    for p in sorted(out_dir.glob("shard-*.jsonl.zst")):
-        with open(p, "rb") as f:
-            data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read().decode("utf-8")
-        recs += [json.loads(line) for line in data.splitlines()]
-    return recs
-
-
-def make_config(*overrides: str) -> CleanConfig:
-    base = [f"--privacy.blocklist={BLOCKLIST}", "--read.batch_bytes=16384"]
-    return load_config(CleanConfig, None, base + list(overrides))
 
 
 @pytest.fixture(scope="session")

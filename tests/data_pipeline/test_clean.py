@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_config, read_shards
+from dp_helpers import make_config, read_shards
 
 from llamaforge.data.clean import stages
 from llamaforge.data.clean.config import NormalizeConfig

@@ -126,3 +126,29 @@ def test_redteam_and_compare_cli(tiny_checkpoint, tmp_path, capsys):
                  "--temperature", "0"]) == 0
     recs = [json.loads(x) for x in exp.read_text().splitlines()]
     assert all(r["answer_1"] == r["answer_2"] for r in recs)  # same model, greedy: same answers
+
+
+def test_cli_with_a_real_reward_model(tiny_checkpoint, tokenizer, tmp_path, capsys):
+    """compare --judge and redteam --safety-rm load a reward model saved by llamaforge.align.reward."""
+    reward = pytest.importorskip("llamaforge.align.reward")
+    from llamaforge.checkpoint import load_model
+    from llamaforge.cli import main
+
+    rm_dir = tmp_path / "rm"
+    reward.save_reward_model(reward.reward_model_from_lm(load_model(tiny_checkpoint)), rm_dir, tokenizer=tokenizer)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hello", "category": "greet"}\n{"prompt": "def f(", "category": "code"}\n')
+    out = tmp_path / "cmp"
+    assert main(["eval", "compare", "--model", str(tiny_checkpoint), "--model", str(tiny_checkpoint), "--prompts",
+                 str(prompts), "--judge", str(rm_dir), "--chat", "--temperature", "0", "--max-new-tokens", "3",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["overall"]["tie"]["rate"] == 1.0  # the same model greedy on both sides: identical answers
+    assert set(res["by_category"]) == {"greet", "code"}
+    rt = tmp_path / "rt"
+    prompts.write_text('{"category": "x", "turns": ["hi", "more"]}\n')
+    assert main(["eval", "redteam", "--model", str(tiny_checkpoint), "--prompts", str(prompts), "--safety-rm",
+                 str(rm_dir), "--rm-threshold", "1.0", "--max-new-tokens", "3", "--out", str(rt)]) == 0
+    res = json.loads((rt / "results.json").read_text())
+    assert res["violation_rate"] == 1.0  # sigmoid(score) < 1 always
+    assert all(r["safety_p"] is not None for r in res["worst"])

@@ -4,6 +4,7 @@ run offline on the fixture files in each benchmark's public format."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -81,8 +82,6 @@ def test_prepare_tasks_resolves_data_paths(fixtures):
         assert f"test: {(fixtures / 'academic').resolve()}/arc/ARC-Easy-Test.jsonl" in text
         assert "!function utils.arc_process_docs" in text and (d / "utils.py").is_file()
     finally:
-        import shutil
-
         shutil.rmtree(d)
     assert {p.stem for p in TASKS_DIR.glob("*.yaml")} >= {"arc_easy", "hellaswag", "mmlu", "gsm8k", "humaneval"}
 
@@ -107,3 +106,35 @@ def test_harness_cli(tiny_checkpoint, fixtures, tmp_path, capsys):
     res = json.loads(out.read_text())["results"]
     assert set(res) == {"boolq_local", "piqa_local"}
     assert "boolq_local" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rel,content,expect", [
+    ("arc/ARC-Easy-Test.jsonl",
+     '{"question": {"stem": "q", "choices": []}, "answerKey": "A"}\n{"question": {"stem": "q"}}\n',
+     r"ARC-Easy-Test.jsonl:2: field 'question.choices' is missing"),
+    ("mmlu/test/x_test.csv", "q,a,b,c,d,A\nq,a,b,c,d,E\n", r"x_test.csv:2: column 6 \(answer\)"),
+    ("gsm8k/test.jsonl", '{"question": "q"}\n', r"test.jsonl:1: field 'answer' is missing"),
+])
+def test_bad_task_data_names_file_line_field(tiny_checkpoint, fixtures, tmp_path, rel, content, expect):
+    from llamaforge.errors import UserError
+
+    data = tmp_path / "data"
+    shutil.copytree(fixtures / "academic", data)
+    (data / rel).write_text(content)
+    task = {"arc": "arc_easy_local", "mmlu": "mmlu_local", "gsm8k": "gsm8k_local"}[rel.split("/")[0]]
+    lm = LlamaforgeLM(path=str(tiny_checkpoint))
+    with pytest.raises(UserError, match=expect):
+        run_harness(lm, [task], data_dir=data)
+    shutil.rmtree(data / "boolq")
+    with pytest.raises(UserError, match=r"boolq_local: test file .*boolq/dev.jsonl not found"):
+        run_harness(lm, ["boolq_local"], data_dir=data)
+
+
+def test_long_generation_contexts_keep_their_end(tiny_checkpoint):
+    seen = []
+    lm = LlamaforgeLM(path=str(tiny_checkpoint), max_length=32,
+                      generate_fn=lambda ps, s: seen.extend(ps) or ["x\nQuestion: y"] * len(ps))
+    ctx = " ".join(f"word{i}" for i in range(200)) + " END"
+    out = lm.generate_until([Instance("generate_until", {}, (ctx, {"until": ["Question:"], "max_gen_toks": 8}), 0)])
+    assert out == ["x\n"]
+    assert seen[0].endswith("END") and len(lm.tok.encode(seen[0], bos=True)) < 30  # was ~600 tokens

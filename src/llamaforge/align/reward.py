@@ -87,6 +87,10 @@ class RewardModel(nn.Module):
         last = h[torch.arange(tokens.shape[0], device=tokens.device), idx]
         return self.score_head(last).squeeze(-1).float()
 
+    def values(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The head at every position [B, T] (a value function for PPO; right-padded input)."""
+        return self.score_head(self.backbone(tokens, return_hidden=True)).squeeze(-1).float()
+
     @torch.no_grad()
     def score(self, prompts: Sequence[str | list[dict]], answers: Sequence[str], tokenizer=None,
               batch_size: int = 16) -> torch.Tensor:
@@ -113,8 +117,11 @@ def as_messages(prompt: str | list[dict]) -> list[dict]:
 
 
 def encode_pair(tok, prompt: str | list[dict], answer: str, max_len: int) -> list[int]:
-    """Prompt + answer in the chat format, cut from the left to max_len (the answer end is kept)."""
-    ids, _ = tok.encode_dialog(as_messages(prompt) + [{"role": "assistant", "content": answer}])
+    """Prompt + answer in the chat format, cut from the left to max_len (the answer end is kept).
+
+    Same ids as encode_dialog(prompt + [answer]); an empty answer (a policy may emit eos at once) is allowed.
+    """
+    ids = tok.encode_chat_prompt(as_messages(prompt)) + tok.encode(f"{answer.strip()} ", bos=False, eos=True)
     return ids[-max_len:]
 
 

@@ -20,6 +20,7 @@ from lm_eval.api.registry import register_model
 from llamaforge.errors import UserError
 from llamaforge.eval.generation import GenerateFn, GenSettings, cut_at_stop
 from llamaforge.eval.likelihood import LikelihoodScorer
+from llamaforge.eval.task_data import check_task_data
 
 TASKS_DIR = Path(__file__).resolve().parents[3] / "configs" / "eval" / "tasks"
 
@@ -107,11 +108,21 @@ class LlamaforgeLM(TemplateLM):
             gen = self._generate_fn = model_generate_fn(self.model, self.tok)
         for key, idx in groups.items():
             s = settings[key]
-            texts = gen([requests[i].args[0] for i in idx], s)
+            texts = gen([self._fit(requests[i].args[0], s.max_new_tokens) for i in idx], s)
             for i, t in zip(idx, texts, strict=True):
                 out[i] = cut_at_stop(t, s.stop)
                 self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
         return out
+
+    def _fit(self, context: str, max_new_tokens: int) -> str:
+        """Keep the end of a context that would not leave room for max_new_tokens (as lm_eval's hf model)."""
+        ids = self.tok.encode(context, bos=False)
+        room = self.max_length - max_new_tokens - 1  # 1 for BOS
+        if len(ids) <= room:
+            return context
+        if room < 1:
+            raise UserError(f"max_gen_toks {max_new_tokens} leaves no room for the prompt in {self.max_length} tokens")
+        return self.tok.decode(ids[-room:])
 
     # -- chat -----------------------------------------------------------------------------------
     @property
@@ -173,6 +184,7 @@ def run_harness(lm: LlamaforgeLM, tasks: list[str], include_path: str | Path | N
 
     task_dir = prepare_tasks(include_path, data_dir)
     try:
+        check_task_data(task_dir, tasks)
         tm = TaskManager(include_path=str(task_dir), include_defaults=False)
         unknown = [t for t in tasks if t not in tm.all_tasks]
         if unknown:

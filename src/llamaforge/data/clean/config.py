@@ -67,7 +67,7 @@ class LanguageConfig:
     action: Action = "drop"
     languages: list[str] = field(default_factory=lambda: ["en"])  # ISO 639-1 codes langid knows
     min_score: float = 0.5  # normalised probability, as Llama 2's threshold
-    max_chars: int = 1000  # classify the first N characters (langid's cost is linear in length)
+    max_chars: int = 2000  # classify the first N characters
 
 
 @dataclass

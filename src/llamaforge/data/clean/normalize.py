@@ -13,7 +13,9 @@ from llamaforge.data.clean.config import NormalizeConfig
 
 # C0/C1 controls except \t \n, plus zero-width and BOM characters that are invisible in text.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u200e\u200f\u2060\ufeff\ufffe]")
-_SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+# Runs of 2+ spaces, or any other space character: single spaces (most of them) are never touched.
+_SPACE_CHARS = "\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_SPACES = re.compile(f"[ {_SPACE_CHARS}]{{2,}}|[{_SPACE_CHARS}]")
 _TRAILING = re.compile(" +\n| +$")
 _NEWLINES = re.compile("\n{3,}")
 _LINESEP = re.compile("\r\n?|[\u2028\u2029\x85]")
@@ -69,6 +71,9 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
 _WS = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _PUNCT = re.compile(r"[^\w\s]|_")
+# ASCII fast path of line_key: punctuation removed, digits to 0, in one C call.
+_ASCII_KEY = str.maketrans({**{c: None for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"},
+                            **{d: "0" for d in "0123456789"}})
 
 
 def doc_key(text: str) -> str:
@@ -78,8 +83,11 @@ def doc_key(text: str) -> str:
 
 def line_key(line: str) -> str:
     """CCNet's paragraph normalization: lower case, no accents, digits to 0, no punctuation."""
-    s = unicodedata.normalize("NFD", line.lower())
-    s = "".join(c for c in s if not unicodedata.combining(c)) if not s.isascii() else s
+    s = line.lower()
+    if s.isascii():
+        return " ".join(s.translate(_ASCII_KEY).split())
+    s = unicodedata.normalize("NFD", s)
+    s = "".join(c for c in s if not unicodedata.combining(c))
     s = _PUNCT.sub("", _DIGIT.sub("0", s))
     return _WS.sub(" ", s).strip()
 

@@ -24,6 +24,7 @@ _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
     r"|(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4})(?!\w)"
 )
+_DIGIT = re.compile(r"\d")
 _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
@@ -63,6 +64,8 @@ def scrub(text: str, kinds: list[str], replace: bool = True) -> tuple[str, dict[
         return 13 <= len(d) <= 19 and luhn_ok(d)
 
     # Cards first (long digit runs), then e-mails (before phone digits inside them), IPs, phones.
+    if "@" not in text and not _DIGIT.search(text):  # nothing any pattern could match
+        return text, counts
     if "credit_card" in kinds:
         text = sub("credit_card", _CARD, text, card_ok)
     if "email" in kinds and "@" in text:

@@ -17,7 +17,7 @@ import numpy as np
 from llamaforge.data.clean.config import QualityConfig
 
 _PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~…’‘“”–—«»¡¿·•"
-_LETTER = re.compile(r"[^\W\d_]")
+_ALPHA_TOKEN = re.compile(r"[^\W\d_]\S*")  # one match per whitespace token that holds a letter
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", "…", ")", ":")
 _BULLETS = ("•", "‣", "-", "*", "–", "—", "·", "●", "▪", "◦")
 _ELLIPSIS = ("...", "…")
@@ -61,9 +61,9 @@ def repetition(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11)) -> dict[
     out: dict[str, float] = {}
     if len(words) < 2:
         return out
-    vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(w, len(vocab) + 1) for w in words), dtype=np.uint64, count=len(words))
-    lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    # str hashes are salted per process but stable within it: enough to find repeats in one document
+    ids = np.array(list(map(hash, words)), dtype=np.int64).view(np.uint64)
+    lens = np.array(list(map(len, words)), dtype=np.int64)
     total = float(lens.sum()) or 1.0
     csum = np.concatenate([[0], np.cumsum(lens)])
     for n in top_ns:
@@ -101,7 +101,7 @@ def repetition(words: list[str], top_ns=(2, 3, 4), dup_ns=range(5, 11)) -> dict[
 def failed_rules(text: str, cfg: QualityConfig) -> list[str]:
     """Names of the rules `text` fails (empty when it passes)."""
     fails: list[str] = []
-    words = text.split()
+    words = text.lower().split()
     content = [w for w in words if w.strip(_PUNCT)]  # Gopher ignores pure-symbol tokens
     n = len(content)
     if cfg.min_words and n < cfg.min_words:
@@ -119,14 +119,14 @@ def failed_rules(text: str, cfg: QualityConfig) -> list[str]:
         if symbols / len(words) > cfg.max_symbol_word_ratio:
             fails.append("max_symbol_word_ratio")
     if words and cfg.min_alpha_word_fraction:
-        alpha = sum(1 for w in words if w.isalpha() or _LETTER.search(w))
+        alpha = len(_ALPHA_TOKEN.findall(text))
         if alpha / len(words) < cfg.min_alpha_word_fraction:
             fails.append("min_alpha_word_fraction")
     if cfg.min_stop_words:
         sw = stop_words()
         found = 0
         for w in words:
-            if w.lower().strip(".,;:!?\"'()") in sw:
+            if w.strip(".,;:!?\"'()") in sw:
                 found += 1
                 if found >= cfg.min_stop_words:
                     break
@@ -162,7 +162,7 @@ def failed_rules(text: str, cfg: QualityConfig) -> list[str]:
     top = [t for t in cfg.top_ngram_max_fraction]
     dup = [t for t in cfg.dup_ngram_max_fraction]
     if content and (any(top) or any(dup)):
-        rep = repetition([w.lower() for w in content], top_ns=range(2, 2 + len(top)),
+        rep = repetition(content, top_ns=range(2, 2 + len(top)),
                          dup_ns=range(5, 5 + len(dup)))
         for i, bound in enumerate(top):
             if bound and rep.get(f"top_{i + 2}gram", 0.0) > bound:

@@ -1,0 +1,119 @@
+"""Server throughput: aggregate tokens/s with 1, 4 and 16 concurrent streaming clients.
+
+Builds a tiny-15m-shaped model (dim 288, 6 layers, 6 heads; random weights; vocab of a tokenizer
+trained on the Python standard library), starts `llamaforge serve --max-batch 16` as a subprocess
+on a free port, and has C clients each stream --requests completions of --tokens tokens
+(ignore_eos, temperature 0.8) back to back. Aggregate = completion tokens of all clients / wall time.
+
+    .venv/bin/python benchmarks/serve_load.py [--tokens 64] [--requests 2] [--clients 1,4,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_checkpoint(out: Path) -> Path:
+    import torch
+
+    from llamaforge.checkpoint import save_model
+    from llamaforge.data.corpus import stdlib_files
+    from llamaforge.model.args import ModelArgs
+    from llamaforge.model.llama import Transformer
+    from llamaforge.tokenizer import Tokenizer, train_tokenizer
+
+    tok = Tokenizer(train_tokenizer(stdlib_files(max_bytes=3_000_000), 2000, out / "tok"))
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs.from_name("tiny-15m", vocab_size=tok.n_words))
+    model.init_weights()
+    return save_model(model, out / "tiny15m", tokenizer=tok)
+
+
+async def client(http: httpx.AsyncClient, url: str, n_req: int, tokens: int, seed: int) -> tuple[int, list[float]]:
+    got, ttft = 0, []
+    for r in range(n_req):
+        body = {"model": "tiny15m", "prompt": f"def handler_{seed}_{r}(request):", "max_tokens": tokens,
+                "temperature": 0.8, "seed": seed * 100 + r, "stream": True, "ignore_eos": True,
+                "stream_options": {"include_usage": True}}
+        t0 = time.perf_counter()
+        first = None
+        async with http.stream("POST", f"{url}/v1/completions", json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if first is None and chunk["choices"]:
+                    first = time.perf_counter() - t0
+                if chunk.get("usage"):
+                    got += chunk["usage"]["completion_tokens"]
+        ttft.append(first or 0.0)
+    return got, ttft
+
+
+async def load(url: str, clients: int, n_req: int, tokens: int) -> tuple[float, float, float]:
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=64)) as http:
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(client(http, url, n_req, tokens, i) for i in range(clients)))
+        wall = time.perf_counter() - t0
+    total = sum(r[0] for r in res)
+    ttft = statistics.median(t for r in res for t in r[1])
+    return total / wall, total / wall / clients, ttft
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=2, help="requests per client, back to back")
+    ap.add_argument("--clients", default="1,4,16")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="lf-serve-"))
+    ckpt = build_checkpoint(tmp)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "llamaforge", "serve", "--model", str(ckpt), "--port", str(port),
+           "--max-batch", "16", "--threads", str(args.threads)]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        asyncio.run(load(url, 2, 1, 8))  # warm-up
+        rows = []
+        for c in map(int, args.clients.split(",")):
+            rows.append((c, *asyncio.run(load(url, c, args.requests, args.tokens))))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    base = rows[0][1]
+    print(f"\nserver: tiny-15m shape (vocab 2000), --max-batch 16, {args.threads} torch threads; each client "
+          f"streams {args.requests} x {args.tokens} tokens")
+    print("| clients | aggregate tokens/s | tokens/s per client | median time to first token | vs 1 client |")
+    print("|---|---|---|---|---|")
+    for c, agg, per, ttft in rows:
+        print(f"| {c} | {agg:.0f} | {per:.0f} | {ttft * 1000:.0f} ms | {agg / base:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
