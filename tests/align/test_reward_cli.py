@@ -57,7 +57,8 @@ def test_train_writes_model_and_eval_by_rating(rm_run):
 def test_resume_after_sigkill_is_exact(tmp_path, rm_run, tiny_checkpoint, world_dir):
     out = tmp_path / "b"
     cmd = _cmd(tiny_checkpoint, world_dir / "prefs_helpful.jsonl", out)
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "LLAMAFORGE_FAULT": "kill_in_save:2"})
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "LLAMAFORGE_FAULT": "kill_in_save:2"})
     assert r.returncode == -9
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]

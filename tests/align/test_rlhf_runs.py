@@ -24,7 +24,8 @@ def rm_dir(tmp_path_factory, tiny_checkpoint):
 def test_rejection_sampling_iterations(tmp_path, tiny_checkpoint, rm_dir, world_dir):
     out = tmp_path / "rs"
     argv = ["rlhf", "rs", "--policy", str(tiny_checkpoint), "--rm-helpful", str(rm_dir), "--rm-safety", str(rm_dir),
-            "--reward-fn", "llamaforge.align.world:world_reward=0.5", "--prompts", str(world_dir / "prompts_train.jsonl"),
+            "--reward-fn", "llamaforge.align.world:world_reward=0.5",
+            "--prompts", str(world_dir / "prompts_train.jsonl"),
             "--eval-prompts", str(world_dir / "prompts_eval.jsonl"), "--eval-count", "6", "--limit", "8",
             "--out", str(out), "--k", "3", "--iterations", "2", "--max-new-tokens", "8",
             "--sweep-temperatures", "0.7,1.3", "--sft.train.batch_size=4", "--sft.train.micro_batch=4",
@@ -78,7 +79,8 @@ def test_ppo_runs_and_resumes_exactly(tmp_path, tiny_checkpoint, rm_dir, world_d
     load_model(a / "final")
     b = tmp_path / "b"
     cmd = _ppo_cmd(tiny_checkpoint, rm_dir, prompts, b)
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "LLAMAFORGE_FAULT": "kill_in_save:4"})
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "LLAMAFORGE_FAULT": "kill_in_save:4"})
     assert r.returncode == -9
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]

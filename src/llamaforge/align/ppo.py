@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llamaforge.align.rewards import CombinedReward, RunningMoments, token_rewards

@@ -106,8 +106,8 @@ def split_prompts(path: str, eval_path: str | None, eval_count: int, seed: int) 
 
 
 def run_ppo(cfg: PPOConfig, out: str | Path) -> dict[str, Any]:
-    from llamaforge.align.reward import load_reward_model, reward_model_from_lm
     from llamaforge.align.rejection_sampling import evaluate
+    from llamaforge.align.reward import load_reward_model, reward_model_from_lm
     from llamaforge.align.world_eval import record_dialogue
     from llamaforge.checkpoint import find_tokenizer, load_model
     from llamaforge.checkpoint.native import save_native

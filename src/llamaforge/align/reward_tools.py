@@ -65,7 +65,7 @@ def sample_pairs(models: list[tuple[str, Any, Any]], prompts: list[dict[str, Any
     a, b = variants[0], variants[-1] if len(models) > 1 else variants[1]
     chat = [p["_prompt"] for p in prompts]
     outs = []
-    for k, (name, m, tok, t) in enumerate((a, b)):
+    for k, (_name, m, tok, t) in enumerate((a, b)):
         outs.append(generate(m, tok, chat, max_new_tokens=max_new_tokens, temperature=t, top_p=0.9,
                              seed=seed + 1000 * k))
     tasks = []

@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from llamaforge.config import from_dict, load_config, parse_overrides
 from llamaforge.errors import UserError
