@@ -7,7 +7,8 @@ is shared and noisy, and the median is reported. GB/s = bytes read per token (we
 embedding table, plus the KV cache at the mean context) x tokens/s: compare it with the machine's
 memory bandwidth (FACTS.md: ~17 GB/s fp32 matrix-vector, ~31 GB/s copy).
 
-    .venv/bin/python benchmarks/decode_speed.py [--new 128] [--reps 3] [--no-compile]
+    .venv/bin/python benchmarks/decode_speed.py [--new 128] [--reps 3] [--threads 2] [--no-compile]
+    .venv/bin/python benchmarks/decode_speed.py --preset tiny-1m --vocab 4096   # overhead-bound: weights in cache
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def bytes_per_token(model, ctx: int) -> int:
     return (weights + kv) * el
 
 
-def gqa_table() -> None:
+def gqa_table() -> None:  # the case for SDPA's enable_gqa (docs/bench/inference_model_patch.diff)
     """Decode attention with grouped KV heads (tinyllama: 32 heads, 4 kv, head_dim 64)."""
     print("\nGQA decode attention, 32 heads / 4 kv heads, head_dim 64 (us per call, median of 200)")
     print("| batch | context | repeat_interleave + SDPA | SDPA enable_gqa=True |")
@@ -42,11 +43,11 @@ def gqa_table() -> None:
         q, k, v = torch.randn(b, 32, 1, 64), torch.randn(b, 4, s, 64), torch.randn(b, 4, s, 64)
         mask = torch.ones(b, 1, 1, s, dtype=torch.bool)
 
-        def rep():
+        def rep(q=q, k=k, v=v, mask=mask):
             return F.scaled_dot_product_attention(q, k.repeat_interleave(8, 1), v.repeat_interleave(8, 1),
                                                   attn_mask=mask)
 
-        def gqa():
+        def gqa(q=q, k=k, v=v, mask=mask):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
         torch.testing.assert_close(rep(), gqa())
@@ -67,20 +68,23 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-hf", action="store_true")
+    ap.add_argument("--preset", default="tiny-15m", help="model shape (tiny-1m: small enough to show overheads)")
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--threads", type=int, default=2, help="1 on a busy shared machine (OpenMP barriers spin)")
     args = ap.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     from llamaforge.checkpoint import save_model
     from llamaforge.generate import BatchDecoder, generate_ids
     from llamaforge.model.args import ModelArgs
     from llamaforge.model.llama import Transformer
 
     torch.manual_seed(0)
-    m32 = Transformer(ModelArgs.from_name("tiny-15m", vocab_size=32000)).eval()
+    m32 = Transformer(ModelArgs.from_name(args.preset, vocab_size=args.vocab)).eval()
     m32.init_weights()
     m16 = Transformer(m32.args).eval()
     m16.load_state_dict(m32.state_dict())
     m16.to(torch.bfloat16)
-    prompt = torch.randint(3, 32000, (16,), generator=torch.Generator().manual_seed(1)).tolist()
+    prompt = torch.randint(3, args.vocab, (16,), generator=torch.Generator().manual_seed(1)).tolist()
     n = args.new
     ctx = len(prompt) + n // 2
     runs = {}  # name -> (fn, bytes per token)
@@ -131,7 +135,9 @@ def main() -> None:
         rows.append((name, tps, nbytes))
         if name.startswith("transformers"):
             hf_rate[name.split()[-1]] = tps
-    print(f"\nbatch 1, prompt {len(prompt)}, {n} new tokens, greedy; {torch.get_num_threads()} threads; "
+    a = m32.args
+    print(f"\n{args.preset} shape (dim {a.dim}, {a.n_layers} layers, {a.n_heads} heads, vocab {a.vocab_size}), "
+          f"batch 1, prompt {len(prompt)}, {n} new tokens, greedy; {torch.get_num_threads()} threads; "
           f"median of {args.reps} interleaved runs ({time.time() - t0:.0f}s)")
     print("| engine | tokens/s | ms/token | MB read/token | GB/s | vs transformers fp32 |")
     print("|---|---|---|---|---|---|")
@@ -140,7 +146,8 @@ def main() -> None:
         print(f"| {name} | {tps:.0f} | {1000 / tps:.2f} | {nbytes / 1e6:.1f} | {nbytes * tps / 1e9:.1f} | {rel} |")
     same = {k: v == ref_tokens["llamaforge eager fp32"] for k, v in ref_tokens.items() if "fp32" in k}
     print(f"\ngreedy tokens equal to llamaforge eager fp32: {same}")
-    gqa_table()
+    if args.preset == "tiny-15m":
+        gqa_table()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,10 @@ def main() -> None:
         ld = PretrainLoader(srcs, a.seq, a.batch, a.micro, rank=0, world=1, seed=0)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < a.seconds:
-            n += next(ld)["tokens"].shape[0]
+            try:
+                n += next(ld)["tokens"].shape[0]
+            except StopIteration:  # all sources spent: the measurement ends early
+                break
         dt = time.perf_counter() - t0
         print(f"3 sources x {a.tokens / 1e6:.0f}M tokens (weights 0.6/0.3/0.1, epochs 1/2.45/0.64), seq {a.seq}, "
               f"global batch {a.batch}, micro {a.micro}")

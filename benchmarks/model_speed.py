@@ -28,6 +28,23 @@ def hf_model(args: ModelArgs):
     return LlamaForCausalLM(cfg)
 
 
+def gqa_forward(self, x, cos, sin, mask, cache=None, layer=0, input_pos=None):
+    """Attention.forward with SDPA's enable_gqa instead of repeat_interleave (a proposed model change)."""
+    import torch.nn.functional as F
+
+    from llamaforge.model.llama import apply_rotary
+
+    bsz, seqlen, _ = x.shape
+    q = self.wq(x).view(bsz, seqlen, -1, self.head_dim)
+    k = self.wk(x).view(bsz, seqlen, -1, self.head_dim)
+    v = self.wv(x).view(bsz, seqlen, -1, self.head_dim)
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=mask is None, attn_mask=mask,
+                                         enable_gqa=q.shape[1] != k.shape[1])
+    return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, -1))
+
+
 def timed(fn, reps: int) -> list[float]:
     fn()  # warm-up
     out = []
@@ -44,7 +61,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--gqa", action="store_true", help="ours with SDPA enable_gqa (patched in, not in model/)")
     a = p.parse_args()
+    if a.gqa:
+        from llamaforge.model.llama import Attention
+
+        Attention.forward = gqa_forward
     torch.set_num_threads(a.threads)
     args = ModelArgs(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=32000, max_seq_len=a.seq)
     torch.manual_seed(0)
@@ -59,19 +81,19 @@ def main() -> None:
     for dtype in ("fp32", "bf16"):
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
 
-        def fwd_ours():
+        def fwd_ours(ctx=ctx):
             with torch.no_grad(), ctx():
                 ours(x)
 
-        def fwd_hf():
+        def fwd_hf(ctx=ctx):
             with torch.no_grad(), ctx():
                 hf(input_ids=x, use_cache=False)
 
-        def bwd_ours():
+        def bwd_ours(ctx=ctx):
             with ctx():
                 ours(x).float().logsumexp(-1).mean().backward()
 
-        def bwd_hf():
+        def bwd_hf(ctx=ctx):
             with ctx():
                 hf(input_ids=x, use_cache=False).logits.float().logsumexp(-1).mean().backward()
 

@@ -50,10 +50,10 @@ def hf(steps: int, dtype: str, batch: int, seq: int) -> float:
 
     a = ModelArgs(**MODEL, max_seq_len=seq)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(hidden_size=a.dim, intermediate_size=a.hidden_dim, num_hidden_layers=a.n_layers,
-                                         num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads,
-                                         vocab_size=a.vocab_size, max_position_embeddings=seq,
-                                         tie_word_embeddings=False, attn_implementation="sdpa"))
+    cfg = LlamaConfig(hidden_size=a.dim, intermediate_size=a.hidden_dim, num_hidden_layers=a.n_layers,
+                      num_attention_heads=a.n_heads, num_key_value_heads=a.n_kv_heads, vocab_size=a.vocab_size,
+                      max_position_embeddings=seq, tie_word_embeddings=False, attn_implementation="sdpa")
+    model = LlamaForCausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), eps=1e-5, weight_decay=0.1)
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
     rng = np.random.default_rng(1)
@@ -82,8 +82,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     args = ModelArgs(**MODEL, max_seq_len=a.seq)
     fpt = args.flops_per_token(a.seq)
-    print(f"d{args.dim} L{args.n_layers} H{args.n_heads} KV{args.n_kv_heads} vocab 32000, {args.num_params():,} params; "
-          f"batch {a.batch} x {a.seq}; {a.threads} threads; flops/token {fpt:.3g} (6N + 12LdT)")
+    print(f"d{args.dim} L{args.n_layers} H{args.n_heads} KV{args.n_kv_heads} vocab 32000, "
+          f"{args.num_params():,} params; batch {a.batch} x {a.seq}; {a.threads} threads; "
+          f"flops/token {fpt:.3g} (6N + 12LdT)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = random_shards(Path(tmp) / "data", a.batch * (a.seq + 1) * (a.steps + 2) * 2)
@@ -100,7 +101,7 @@ def main() -> None:
                 rows.append((name, dtype, tps, tps * fpt / peak, peak))
     base = {r[1]: r[2] for r in rows if r[0] == "transformers loop"}
     print(f"{'engine':30s} {'dtype':5s} {'tokens/s':>9s} {'MFU':>6s} {'vs hf same':>10s} {'vs hf fp32':>10s}")
-    for name, dt, tps, m, peak in rows:
+    for name, dt, tps, m, _peak in rows:
         print(f"{name:30s} {dt:5s} {tps:9,.0f} {m:6.1%} {tps / base[dt]:10.2f} {tps / base['fp32']:10.2f}")
     print("MFU against a measured CPU peak (2048^3 matmul at this thread count, per dtype)")
 

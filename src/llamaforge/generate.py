@@ -13,7 +13,9 @@ Public API: `generate` (strings), `generate_stream` (text deltas as they come), 
 
 from __future__ import annotations
 
+import sys
 import threading
+import types
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 
 from llamaforge.errors import UserError
-from llamaforge.sampling import SamplingParams, SlotCache, decode_step, sample
+from llamaforge.sampling import SamplingParams, SlotCache, TextStream, decode_step, sample
 
 _COMPILED: dict[str, Any] = {}
 
@@ -37,54 +39,6 @@ class Event:
     logprob: float | None
     text: str
     finish: str | None
-
-
-class TextStream:
-    """Incremental detokenization with stop strings.
-
-    Decodes the whole continuation each time (SentencePiece merges byte pieces and spaces), after
-    `prefix_id` (the prompt's last token) so a leading space of the continuation is kept.
-    """
-
-    def __init__(self, tokenizer, stop: Sequence[str] = (), prefix_id: int | None = None):
-        self.tokenizer, self.stop = tokenizer, list(stop)
-        self.prefix = [prefix_id] if prefix_id is not None else []
-        self.skip = tokenizer.decode(self.prefix) if self.prefix else ""
-        self.ids: list[int] = []
-        self.text, self.sent = "", 0
-
-    def _decode(self) -> str:
-        s = self.tokenizer.decode(self.prefix + self.ids)
-        if self.prefix and not s.startswith(self.skip):  # prefix was a partial byte piece: drop it
-            self.prefix, self.skip = [], ""
-            s = self.tokenizer.decode(self.ids)
-        return s[len(self.skip):]
-
-    def push(self, token: int) -> tuple[str, bool]:
-        """Add a token; return (text that is now final, whether a stop string was hit)."""
-        self.ids.append(token)
-        text = self._decode()
-        hits = [i for i in (text.find(s, self.sent) for s in self.stop) if i >= 0]
-        if hits:
-            self.text = text[:min(hits)]
-            return self.flush(), True
-        self.text = text
-        safe = len(text)
-        while safe > self.sent and text[safe - 1] == "\ufffd":
-            safe -= 1
-        for s in self.stop:  # hold back a tail that may grow into a stop string
-            for n in range(min(len(s) - 1, safe - self.sent), 0, -1):
-                if text[safe - n:safe] == s[:n]:
-                    safe -= n
-                    break
-        if safe <= self.sent:
-            return "", False
-        delta, self.sent = text[self.sent:safe], safe
-        return delta, False
-
-    def flush(self) -> str:
-        delta, self.sent = self.text[self.sent:], len(self.text)
-        return delta
 
 
 @dataclass
@@ -103,7 +57,7 @@ class BatchDecoder:
 
     def __init__(self, model: torch.nn.Module, tokenizer=None, max_batch: int = 8, max_len: int | None = None,
                  compile: bool = False, compile_mode: str | None = None, prefill_tokens: int = 8192):
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model, self.tokenizer = model, tokenizer  # Llama has no dropout: train/eval mode is left alone
         self.cache = SlotCache.for_model(model, max_batch, max_len)
         self.max_batch, self.max_len = max_batch, self.cache.max_len
         self.prefill_tokens = prefill_tokens
@@ -420,3 +374,14 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[Prompt], *, ma
                               compile=compile):
         out[ev.index] += ev.text
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """`from llamaforge import generate` yields this module (Python binds the submodule to the
+    package attribute on import), so calling the module calls `generate`."""
+
+    def __call__(self, *args, **kwargs) -> list[str]:
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

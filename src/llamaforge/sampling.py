@@ -1,4 +1,5 @@
-"""Sampling from the model: per-row sampling parameters, the decode step, and the slot KV cache.
+"""Sampling from the model: per-row sampling parameters, the decode step, the slot KV cache, and
+the incremental detokenization that applies stop strings.
 
 Every row of a batch has its own temperature, top-p, top-k and random stream, so requests with
 different settings decode together and a seeded row gives the same tokens whatever else is in
@@ -9,6 +10,7 @@ can be compiled with `torch.compile(fullgraph=True)`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -139,3 +141,53 @@ def decode_step(model: torch.nn.Module, cache: SlotCache, tok: torch.Tensor, pos
     """One token for each of the first n slots: tok, pos [n] -> (next token [n], log-prob [n])."""
     logits = model(tok.unsqueeze(1), input_pos=pos.unsqueeze(1), cache=cache)[:, -1].float()
     return sample(logits, temperature, top_p, top_k, uniform, kmax, use_top_p, want_logprobs)
+
+
+class TextStream:
+    """Incremental detokenization with stop strings.
+
+    Decodes the whole continuation each time (SentencePiece merges byte pieces and spaces), after
+    `prefix_id` (the prompt's last token) so a leading space of the continuation is kept.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str] = (), prefix_id: int | None = None):
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.prefix = [prefix_id] if prefix_id is not None else []
+        self.skip = tokenizer.decode(self.prefix) if self.prefix else ""
+        self.ids: list[int] = []
+        self.text, self.sent = "", 0
+
+    def _decode(self) -> str:
+        if self.ids[-1] >= self.tokenizer.n_words:  # a model vocab wider than the tokenizer's
+            self.ids[-1] = self.tokenizer.unk_id if hasattr(self.tokenizer, "unk_id") else 0
+        s = self.tokenizer.decode(self.prefix + self.ids)
+        if self.prefix and not s.startswith(self.skip):  # prefix was a partial byte piece: drop it
+            self.prefix, self.skip = [], ""
+            s = self.tokenizer.decode(self.ids)
+        return s[len(self.skip):]
+
+    def push(self, token: int) -> tuple[str, bool]:
+        """Add a token; return (text that is now final, whether a stop string was hit)."""
+        self.ids.append(token)
+        text = self._decode()
+        hits = [i for i in (text.find(s, self.sent) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = text[:min(hits)]
+            return self.flush(), True
+        self.text = text
+        safe = len(text)
+        while safe > self.sent and text[safe - 1] == "\ufffd":
+            safe -= 1
+        for s in self.stop:  # hold back a tail that may grow into a stop string
+            for n in range(min(len(s) - 1, safe - self.sent), 0, -1):
+                if text[safe - n:safe] == s[:n]:
+                    safe -= n
+                    break
+        if safe <= self.sent:
+            return "", False
+        delta, self.sent = text[self.sent:safe], safe
+        return delta, False
+
+    def flush(self) -> str:
+        delta, self.sent = self.text[self.sent:], len(self.text)
+        return delta

@@ -161,3 +161,30 @@ def test_cli(planted, tmp_path, capsys):
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["config"]["quality"]["min_words"] == 10 and (tmp_path / "o" / "config.toml").is_file()
     assert main(["data", "clean", str(path), "--out", str(tmp_path / "o2"), "--neardup.nope=1"]) == 2
+
+
+def test_mixed_formats_and_fields(tmp_path):
+    """txt blocks, parquet rows and .jsonl.gz in one run: text and other fields carried through."""
+    import gzip
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from llamaforge.data.clean.synth import ProseGenerator
+
+    gen = ProseGenerator(11)
+    docs = [gen.document(3, 5) for _ in range(9)]
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.txt").write_text("\n\n".join(d.replace("\n", " ") for d in docs[:3]) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"content": docs[3:6], "n": [3, 4, 5]}), src / "b.parquet")
+    with gzip.open(src / "c.jsonl.gz", "wt", encoding="utf-8") as f:
+        for i, d in enumerate(docs[6:]):
+            f.write(json.dumps({"content": d, "n": 6 + i}) + "\n")
+    cfg = make_config("--read.txt_mode=blocks", "--read.text_field=content", "--writer.provenance=true")
+    m = clean([str(src)], tmp_path / "out", cfg, workers=1, progress=False)
+    out = read_shards(tmp_path / "out")
+    assert m["totals"]["docs_out"] == len(out) == 9
+    assert [r.get("n") for r in out] == [None, None, None, 3, 4, 5, 6, 7, 8]
+    assert out[1]["source"].endswith("a.txt:3") and out[3]["source"].endswith("b.parquet#row0")
+    assert out[8]["content"] == docs[8] and "text" not in out[8]

@@ -43,6 +43,8 @@ def test_report_outputs_on_cleaned_corpus(cleaned, tmp_path):
     assert r["documents"] == len(out_records)
     assert r["duplicates"]["removed_by_data_clean"] == {"dedup": manifest["steps"]["dedup"]["dropped"],
                                                        "neardup": manifest["steps"]["neardup"]["dropped"]}
+    assert r["duplicates"]["near_duplicate_clusters"] == {"clusters": 5, "largest_cluster": 2}
+    assert r["bad_records_skipped_by_data_clean"][0]["reason"].startswith("malformed JSON")
     assert r["languages"]["counts"] == {"en": len(out_records)}
     assert r["toxicity"]["docs_at_or_above_0.5"] == 4  # the planted toxic documents (annotated, kept)
     assert r["pii"]["email (scrubbed)"] == 3 and "email" not in r["pii"]
@@ -50,7 +52,7 @@ def test_report_outputs_on_cleaned_corpus(cleaned, tmp_path):
     for name in ("report.json", "report.md", "manifest.json", "length_hist.png", "toxicity_hist.png", "languages.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 0
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| he |" in md and "## Languages" in md
+    assert "| he |" in md and "## Languages" in md and "## Bad records skipped" in md
 
 
 def test_report_cli_skip_bad(planted, tmp_path, capsys):

@@ -120,6 +120,14 @@ def test_near_duplicates_found_and_different_docs_not():
     assert index.check(101, signer.signature(gen.document(4, 8)))[0] == -1
     assert index.cluster_stats()["clusters"] == 1 and index.memory_bytes() > 0
     assert signer.signature("") is None
+    from datasketch import MinHash
+
+    from llamaforge.data.clean.neardup import shingle_hashes
+
+    for d in docs[:3] + [" ".join(docs) * 3]:  # equal to datasketch's own update_batch (long: chunked)
+        ref = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=int, scheme="affine32")
+        ref.update_batch(shingle_hashes(d, cfg.shingle_words).tolist())
+        assert np.array_equal(signer.signature(d), ref.hashvalues)
 
 
 def test_language_matches_langid_normalised_probabilities():

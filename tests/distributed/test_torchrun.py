@@ -156,3 +156,14 @@ def test_tp_checkpoint_loads_single_process(setup):
     from llamaforge.checkpoint import load_model
 
     assert load_model(out / "final").args.n_heads == 4
+
+
+def test_shipped_tiny_config_runs_with_tp2(setup):
+    d, _, data, _ = setup
+    out = d / "tiny_tp2"
+    launch(2, out, REPO / "configs" / "pretrain" / "tiny.toml", data, "--parallel.tp=2", "--train.steps=2",
+           "--logging.every=1", "--logging.eval_every=0", "--checkpoint.every=0")
+    assert sorted(losses(out)) == [1, 2]
+    from llamaforge.checkpoint import load_model
+
+    assert load_model(out / "final").args.n_kv_heads == 2

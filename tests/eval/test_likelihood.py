@@ -115,3 +115,19 @@ def test_ppl_cli(tiny_checkpoint, tmp_path, capsys):
     bad.write_text('{"text": "ok"}\n{"text": \n')
     assert main(["eval", "ppl", "--model", str(tiny_checkpoint), "--data.path", str(bad)]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_identical_inputs_share_a_forward_pass(model_tok):
+    model, tok = model_tok
+    calls = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        ctx = tok.encode("Question: which?\nAnswer:", bos=True)
+        reqs = [(ctx, [tok.encode(" A", bos=False)[-1]]), (ctx, [tok.encode(" B", bos=False)[-1]]), (ctx, [5])]
+        res = LikelihoodScorer(model, tok).score_tokens(reqs)
+    finally:
+        handle.remove()
+    assert calls == [1]  # three one-token answers after the same context: one row
+    single = [LikelihoodScorer(model, tok).score_tokens([r])[0] for r in reqs]
+    assert [round(a, 5) for a, _ in res] == [round(a, 5) for a, _ in single]
+    assert len({a for a, _ in res}) == 3

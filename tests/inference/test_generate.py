@@ -174,3 +174,11 @@ def test_compiled_decode_step_matches_eager(tiny_model, prompts):
     eager = generate_ids(tiny_model, prompts, max_new_tokens=8, temperature=0)
     compiled = generate_ids(tiny_model, prompts, max_new_tokens=8, temperature=0, compile=True)
     assert torch.equal(eager.tokens, compiled.tokens)
+
+
+def test_package_level_generate_is_callable(tiny_model, tokenizer):
+    import llamaforge.generate  # noqa: F401  (binds the submodule to the package attribute)
+    from llamaforge import generate as pkg_generate
+
+    assert pkg_generate(tiny_model, tokenizer, ["x"], max_new_tokens=3, temperature=0) == \
+        generate(tiny_model, tokenizer, ["x"], max_new_tokens=3, temperature=0)

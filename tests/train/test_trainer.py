@@ -122,3 +122,60 @@ def test_tp_needs_divisible_heads():
     with pytest.raises(UserError, match="must equal the world size"):
         par.resolve_degrees(4, 3, -1)
     assert par.resolve_degrees(4, -1, 2) == (2, 2)
+
+
+@pytest.mark.parametrize("name", ["tiny", "llama2-7b", "llama2-13b", "llama2-70b", "tinyllama-1.1b"])
+def test_shipped_configs_are_consistent(name):
+    from pathlib import Path
+
+    from llamaforge.train.pretrain import model_args
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / f"{name}.toml"
+    cfg = load_config(PretrainConfig, path, [])
+    args = model_args(cfg, 32000 if cfg.model.vocab_size else 4096)
+    tp = cfg.parallel.tp
+    assert args.n_heads % tp == 0 and args.n_kv_heads % tp == 0
+    if name == "tiny":
+        assert args.n_heads % 2 == 0 and args.n_kv_heads % 2 == 0  # runs with --parallel.tp=2
+        return
+    dp = max(1, cfg.parallel.dp_shard)
+    assert dp * tp in (1, 8, 16, 64)
+    batch_layout(cfg.train.batch_size, cfg.train.micro_batch, dp)
+    if name.startswith("llama2"):  # the paper's hyperparameters (Llama 2 section 2.2)
+        assert cfg.train.batch_size * cfg.train.seq_len == 4 * 1024 * 1024
+        assert (cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.weight_decay, cfg.optim.grad_clip,
+                cfg.optim.warmup_steps, cfg.optim.min_lr_ratio) == (0.9, 0.95, 1e-5, 0.1, 1.0, 2000, 0.1)
+        assert cfg.optim.lr == (1.5e-4 if name == "llama2-70b" else 3e-4)
+
+
+@pytest.mark.slow
+def test_compile_per_block_same_losses(tmp_path, shards):
+    ref = _trainer(tmp_path / "eager", shards, [], steps=2).fit()
+    got = _trainer(tmp_path / "compiled", shards, ["--parallel.compile=true"], steps=2).fit()
+    assert got["last"]["loss"] == pytest.approx(ref["last"]["loss"], rel=1e-4)
+
+
+def test_run_ends_when_every_source_is_spent(tmp_path, shards):
+    import numpy as np
+
+    from llamaforge.data.shards import ShardWriter
+
+    w = ShardWriter(tmp_path / "small", vocab_size=1000, eos_id=2)
+    w.add_tokens(np.arange(32 * 4 * 3 + 1) % 1000, 1)  # 12 windows of 32: three steps of 4
+    w.close()
+    tr = _trainer(tmp_path / "run", shards, [], steps=10)
+    tr.batches = PretrainLoader([Source(str(tmp_path / "small"), 1.0, 1.0)], 32, 4, 4)
+    summary = tr.fit()
+    assert summary["steps"] == 3 and "max epochs" in summary["stop_reason"]
+
+
+def test_cli_errors_are_user_errors(tmp_path, tiny_toml, capsys):
+    from llamaforge.cli import main
+
+    assert main(["pretrain", "--config", str(tiny_toml), "--out", str(tmp_path), "--train.stepz=1"]) == 2
+    assert "valid keys" in capsys.readouterr().err
+    assert main(["pretrain", "--config", str(tiny_toml), "--out", str(tmp_path)]) == 2
+    assert "--data.path" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "tokenize", "--help"])
+    assert "example:" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +161,16 @@ def build_report(c: Counter, exact_dups: int, manifests: list[dict], bad: BadRec
                                 for t, n in sorted(terms.items(), key=lambda kv: -kv[1])}}
     n_tox = sum(c[f"tox.{i}"] for i in range(TOX_BINS))
     langs = dict(sorted(_prefixed(c, "lang.").items(), key=lambda kv: -kv[1]))
-    removed = {}
+    removed: dict[str, int] = {}
+    clusters = {"clusters": 0, "largest_cluster": 0}
+    clean_bad: list[dict] = []
     for m in manifests:
         for step in ("dedup", "neardup"):
             removed[step] = removed.get(step, 0) + m.get("steps", {}).get(step, {}).get("dropped", 0)
+        cl = m.get("steps", {}).get("neardup", {}).get("clusters", {})
+        clusters["clusters"] += cl.get("clusters", 0)
+        clusters["largest_cluster"] = max(clusters["largest_cluster"], cl.get("largest_cluster", 0))
+        clean_bad += m.get("bad_records", {}).get("examples", [])
     return {
         "documents": docs, "words": c["words"], "tokens": c["tokens"] if opts.get("tokenizer") else None,
         "chars": c["chars"], "mean_words_per_doc": c["words"] / docs if docs else 0.0,
@@ -183,8 +189,10 @@ def build_report(c: Counter, exact_dups: int, manifests: list[dict], bad: BadRec
         if opts["toxicity"] else None,
         "pii": dict(sorted(_prefixed(c, "pii.").items())),
         "duplicates": {"exact_duplicates_in_corpus": exact_dups,
-                       "removed_by_data_clean": removed or None},
+                       "removed_by_data_clean": removed or None,
+                       "near_duplicate_clusters": clusters if manifests else None},
         "bad_records": bad.to_dict(),
+        "bad_records_skipped_by_data_clean": clean_bad if manifests else None,
     }
 
 
@@ -202,6 +210,8 @@ def render_markdown(r: dict[str, Any], inputs: list[str]) -> str:
     if r["duplicates"]["removed_by_data_clean"]:
         for k, v in r["duplicates"]["removed_by_data_clean"].items():
             L.append(f"| removed by `data clean` ({k}) | {v:,} |")
+        cl = r["duplicates"]["near_duplicate_clusters"]
+        L.append(f"| near-duplicate clusters (largest) | {cl['clusters']:,} ({cl['largest_cluster']}) |")
     L.append(f"| bad records skipped | {r['bad_records']['count']:,} |")
     L += ["", "## Length (words per document)", "", "| words | documents |", "|---|---|"]
     edges = r["length_histogram"]["edges"]
@@ -232,6 +242,10 @@ def render_markdown(r: dict[str, Any], inputs: list[str]) -> str:
               "\n![toxicity histogram](toxicity_hist.png)"]
     L += ["", "## PII found", "", "| kind | occurrences |", "|---|---|"]
     L += [f"| {k} | {v:,} |" for k, v in r["pii"].items()] or ["| none | 0 |"]
+    skipped = (r["bad_records_skipped_by_data_clean"] or []) + r["bad_records"]["examples"]
+    if skipped:
+        L += ["", "## Bad records skipped (first ones)", "", "| file | line | reason |", "|---|---|---|"]
+        L += [f"| {e['file']} | {e['line'] or ''} | {e['reason']} |" for e in skipped[:20]]
     return "\n".join(L) + "\n"
 
 
@@ -315,6 +329,7 @@ def report(inputs: list[str], out: str | Path, workers: int = 1, progress: bool 
     exact = 0
     counts: Counter = Counter()
     bar = Progress("report", sum(f.stat().st_size for f in files), progress)
+    meta: deque = deque()
 
     def batches():
         n = 0
@@ -324,6 +339,7 @@ def report(inputs: list[str], out: str | Path, workers: int = 1, progress: bool 
                     b.payloads, b.lines = b.payloads[:max_docs - n], b.lines[:max_docs - n]
                 n += len(b.payloads)
                 if b.payloads:
+                    meta.append((b.source, b.offset))
                     yield b
                 if max_docs and n >= max_docs:
                     return
@@ -339,7 +355,8 @@ def report(inputs: list[str], out: str | Path, workers: int = 1, progress: bool 
                     exact += 1
                 else:
                     seen.add(h)
-            bar.advance("", 0, res["counts"]["docs"], res["counts"]["chars"])
+            source, offset = meta.popleft()
+            bar.advance(source, offset, res["counts"]["docs"], res["counts"]["chars"])
         ok = True
     finally:
         ex.close(ok)

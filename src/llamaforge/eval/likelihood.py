@@ -50,33 +50,35 @@ class LikelihoodScorer:
     def score_tokens(self, requests: Sequence[TokenPair]) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), continuation is the greedy one) for each request.
 
-        Requests are sorted longest first so that each batch pads little; results come back in order.
+        Requests whose model inputs are identical (multiple choice with one-token answers: MMLU's
+        A/B/C/D, BoolQ's yes/no) share one forward pass, as lm-eval's hf model does. Inputs are
+        sorted longest first so that each batch pads little; results come back in request order.
         An empty continuation (its text merged into the context's tokens) scores (0.0, True), as lm-eval.
         """
         out: list[tuple[float, bool] | None] = [(0.0, True) if not r[1] else None for r in requests]
-        order = sorted((i for i in range(len(requests)) if requests[i][1]),
-                       key=lambda i: -(len(requests[i][0]) + len(requests[i][1])))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            inps, conts = [], []
-            for i in idx:
-                ctx, cont = requests[i]
-                inps.append((list(ctx) + list(cont))[-(self.max_length + 1):][:-1])
-                conts.append(list(cont))
-            width = max(len(x) for x in inps)
-            batch = torch.zeros(len(inps), width, dtype=torch.long)
-            for r, x in enumerate(inps):
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, cont) in enumerate(requests):
+            if cont:
+                inp = tuple((list(ctx) + list(cont))[-(self.max_length + 1):][:-1])
+                groups.setdefault(inp, []).append(i)
+        inputs = sorted(groups, key=len, reverse=True)
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = inputs[start:start + self.batch_size]
+            batch = torch.zeros(len(chunk), len(chunk[0]), dtype=torch.long)
+            for r, x in enumerate(chunk):
                 batch[r, :len(x)] = torch.tensor(x, dtype=torch.long)
             # Hidden states only: the output head runs on the continuation positions alone, so memory
             # is not batch x length x vocab (8 GB in fp32 for 16 x 4096 x 32000).
             hidden = self.model(batch.to(self.device), return_hidden=True)
-            for r, i in enumerate(idx):
-                n, c = len(inps[r]), conts[r]
-                # The last len(c) positions of the row predict the continuation tokens.
-                lp = F.log_softmax(self.model.output(hidden[r, n - len(c):n]).float(), dim=-1)
-                target = torch.tensor(c, device=lp.device)
-                greedy = bool((lp.argmax(-1) == target).all())
-                out[i] = (float(lp.gather(1, target[:, None]).sum()), greedy)
+            for r, x in enumerate(chunk):
+                n = len(x)
+                for i in groups[x]:
+                    c = list(requests[i][1])
+                    # The last len(c) positions of the row predict the continuation tokens.
+                    lp = F.log_softmax(self.model.output(hidden[r, n - len(c):n]).float(), dim=-1)
+                    target = torch.tensor(c, device=lp.device)
+                    greedy = bool((lp.argmax(-1) == target).all())
+                    out[i] = (float(lp.gather(1, target[:, None]).sum()), greedy)
         return out  # type: ignore[return-value]
 
     # -- text -----------------------------------------------------------------------------------

@@ -82,14 +82,14 @@ class Trainer:
         self.command, self.inputs, self.manifest_extra = command, inputs or [], manifest_extra or {}
         self.micro, self.accum = self.layout(cfg, info)
         on_meta = any(p.is_meta for p in model.parameters())
+        if not on_meta:
+            model.to(info.device)  # before sharding, so DTensors and FSDP shards live on the device
         self.model = par.parallelize(model, info, cfg.parallel, cfg.train.dtype)
         if on_meta:
             if init_fn is None:
                 raise ValueError("a model built on the meta device needs init_fn")
             self.model.to_empty(device=info.device)
             init_fn(self.model)
-        elif next(self.model.parameters()).device != info.device:
-            self.model.to(info.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.step = 0

@@ -11,7 +11,7 @@ from llamaforge.data.clean.config import CleanConfig
 
 EPILOG = """\
 example:
-  llamaforge data clean raw/ 'more/*.jsonl.zst' --out clean/ --config configs/data/clean.toml \\
+  llamaforge data clean raw/ 'more/*.jsonl.zst' --out clean/ --config clean.toml \\
       --workers 8 --skip-bad --language.languages=en,fr --toxicity.action=drop
 
 Steps, in order (each a [section] of the TOML config, with enabled and action = "drop"|"annotate"):

@@ -61,9 +61,12 @@ def normalize_text(text: str, cfg: NormalizeConfig) -> str:
     if cfg.remove_control:
         text = _CONTROL.sub("", text)
     if cfg.whitespace:
-        text = _SPACES.sub(" ", text)
-        text = _TRAILING.sub(lambda m: "\n" if m.group(0).endswith("\n") else "", text)
-        text = _NEWLINES.sub("\n\n", text)
+        if not text.isascii() or "  " in text or "\t" in text:  # substring tests: C speed, usually false
+            text = _SPACES.sub(" ", text)
+        if " \n" in text or text.endswith(" "):
+            text = _TRAILING.sub(lambda m: "\n" if m.group(0).endswith("\n") else "", text)
+        if "\n\n\n" in text:
+            text = _NEWLINES.sub("\n\n", text)
         text = text.strip()
     return text
 
@@ -92,6 +95,12 @@ def line_key(line: str) -> str:
     return _WS.sub(" ", s).strip()
 
 
+_ASCII_WORDS = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+
+
 def shingle_words(text: str) -> list[str]:
     """Words for near-duplicate shingles: lower case, punctuation dropped."""
-    return _PUNCT.sub(" ", text.lower()).split()
+    s = text.lower()
+    if s.isascii():
+        return s.translate(_ASCII_WORDS).split()
+    return _PUNCT.sub(" ", s).split()

@@ -182,26 +182,34 @@ def write_jsonl(path: str | Path, records: list[dict], malformed_at: int | None 
 
 
 def prose_records(target_bytes: int, seed: int = 0, junk_fraction: float = 0.02) -> Iterator[dict]:
-    """Unduplicated English-like documents up to about target_bytes of text, with a small share of
-    planted junk (symbol soup, repeated lines, toxic and PII-dense documents): a benchmark corpus."""
+    """English-like documents up to about target_bytes of text, with a small share of planted
+    junk (exact and near copies of earlier documents, symbol soup, repeated lines, toxic and
+    PII-dense documents): a benchmark corpus."""
     gen = ProseGenerator(seed)
     rng = random.Random(seed + 7)
     total = 0
     i = 0
+    recent: list[str] = []
     while total < target_bytes:
-        if rng.random() < junk_fraction:
-            kind = rng.choice(("symbols", "repeated", "toxic", "pii"))
-            if kind == "symbols":
+        if rng.random() < junk_fraction and recent:
+            kind = rng.choice(("exact", "near", "symbols", "repeated", "toxic", "pii"))
+            if kind == "exact":
+                text = rng.choice(recent)
+            elif kind == "near":
+                text = near_copy(rng.choice(recent), rng, 3)
+            elif kind == "symbols":
                 text = " ".join(rng.choice(["###", "$$$", "%%", "@@"]) for _ in range(200))
             elif kind == "repeated":
                 text = "\n".join([gen.sentence()] * 30)
-            elif kind == "toxic":
-                text = gen.paragraph(3) + "\n" + "\n".join(rng.choice(TOXIC_LINES) for _ in range(5))
+            elif kind == "toxic":  # lines made unique, or they would also be boilerplate
+                text = gen.paragraph(3) + "\n" + "\n".join(f"{t} And {gen._phrase()}." for t in TOXIC_LINES)
             else:
-                text = "\n".join(f"user{rng.randint(0, 10**6)}@example.org ({rng.randint(200, 999)}) "
-                                 f"{rng.randint(200, 999)}-{rng.randint(1000, 9999)}" for _ in range(30))
+                text = "\n".join(f"{gen.sentence()} Reach {gen._noun()} at {gen._noun()}{j}@example.org or "
+                                 f"({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}."
+                                 for j in range(20))
         else:
             text = gen.document(2, 10)
+            recent = (recent + [text])[-100:]
         total += len(text)
         yield {"text": text, "id": i, "url": f"https://site{rng.randint(0, 99999)}.example.com/page/{i}"}
         i += 1
