@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str) -> dict:
+def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str, clock: str) -> dict:
     import contextlib
 
     import torch
@@ -35,15 +35,16 @@ def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str)
     x = torch.randint(0, 32000, (batch, seq + 1))
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
     times, losses = [], []
+    now = time.process_time if clock == "cpu" else time.perf_counter
     for _ in range(steps + 1):
-        t = time.perf_counter()
+        t = now()
         with ctx():
             logits = model(x[:, :-1])
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
         losses.append(loss.item())
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"mode": mode, "step_s": statistics.median(times[1:]), "peak_rss_mb": rss_mb, "loss0": losses[0]}
@@ -57,17 +58,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: process CPU time (robust when other jobs share the cores; use with --threads 1)")
     p.add_argument("--rounds", type=int, default=1, help="repeat the three modes, interleaved")
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.steps, a.seq, a.batch, a.threads, a.dtype)))
+        print(json.dumps(child(a.child, a.steps, a.seq, a.batch, a.threads, a.dtype, a.clock)))
         return
     res: dict[str, list[dict]] = {m: [] for m in ("none", "selective", "full")}
     for _ in range(a.rounds):
         for mode in res:
-            out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(a.steps), "--seq",
-                                  str(a.seq), "--batch", str(a.batch), "--threads", str(a.threads), "--dtype", a.dtype],
-                                 capture_output=True, text=True, check=True)
+            cmd = [sys.executable, __file__, "--child", mode, "--steps", str(a.steps), "--seq", str(a.seq), "--batch",
+                   str(a.batch), "--threads", str(a.threads), "--dtype", a.dtype, "--clock", a.clock]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"d256 L4 H8 KV4 vocab 32000, batch {a.batch} x {a.seq}, {a.dtype}, {a.threads} threads, AdamW; "
           f"median of {a.steps} steps after warm-up, best of {a.rounds} round(s)")

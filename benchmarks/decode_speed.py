@@ -91,7 +91,7 @@ def main() -> None:
     ref_tokens = {}
 
     def ours(model, compile):
-        dec = BatchDecoder(model, None, 1, -(-(len(prompt) + n) // 64) * 64, compile=compile)
+        dec = BatchDecoder(model, None, 1, -(-(len(prompt) + n) // 64) * 64, compile=compile, sync_every=8)
 
         def run():
             return generate_ids(model, [prompt], max_new_tokens=n, temperature=0, decoder=dec).row(0)

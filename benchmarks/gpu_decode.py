@@ -2,7 +2,9 @@
 
 A measurement, not a test (goal: 80% of the bandwidth roofline). Random weights (no network),
 built on the GPU; greedy decoding with eos ignored through llamaforge's BatchDecoder, eager and
-with the decode step compiled (torch.compile fullgraph; mode reduce-overhead = CUDA graphs).
+with the decode step compiled (torch.compile fullgraph; mode reduce-overhead = CUDA graphs); the
+host reads the new tokens (the stop check) once per --sync-every steps, so the GPU never waits
+for Python between steps.
 Bytes per token = every weight but the embedding table + the KV cache at the mean context.
 
     python benchmarks/gpu_decode.py                         # on the GPU machine
@@ -29,6 +31,7 @@ def main() -> None:
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--mode", default="reduce-overhead", help="torch.compile mode ('default' on CPU)")
+    ap.add_argument("--sync-every", type=int, default=16, help="decode steps per host sync (stop check)")
     ap.add_argument("--peak-gbs", type=float, help="memory bandwidth of the device (default: from its name)")
     ap.add_argument("--out", help="write the results as JSON here too")
     args = ap.parse_args()
@@ -52,6 +55,7 @@ def main() -> None:
     prompt = torch.randint(3, a.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     max_len = -(-(args.prompt + args.new) // 64) * 64
     results = {"device": name, "preset": args.preset, "dtype": args.dtype, "params": model.num_params(),
+               "sync_every": args.sync_every,
                "bytes_per_token": per_token, "peak_GBps": peak, "runs": {}}
 
     def sync():
@@ -61,7 +65,8 @@ def main() -> None:
     tokens = {}
     for label, compile in (("eager", False), ("compiled", True)):
         mode = None if args.mode == "default" else args.mode
-        dec = BatchDecoder(model, None, 1, max_len, compile=compile, compile_mode=mode if compile else None)
+        dec = BatchDecoder(model, None, 1, max_len, compile=compile, compile_mode=mode if compile else None,
+                           sync_every=args.sync_every)
         t = time.perf_counter()
         for _ in range(2 if compile else 1):  # compile + CUDA graph capture happen in the warm-up runs
             generate_ids(model, [prompt], max_new_tokens=args.new, temperature=0, decoder=dec)

@@ -21,8 +21,7 @@ from llamaforge.config import load_config
 from llamaforge.data.shards import ShardWriter
 from llamaforge.model.args import ModelArgs
 from llamaforge.train.config import PretrainConfig
-from llamaforge.train.metrics import peak_flops, read_metrics
-from llamaforge.train.pretrain import run
+from llamaforge.train.metrics import peak_flops
 
 MODEL = dict(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=32000, multiple_of=256)
 
@@ -34,15 +33,33 @@ def random_shards(path: Path, tokens: int) -> Path:
     return path
 
 
+CLOCK = time.perf_counter
+
+
 def ours(data: Path, out: Path, steps: int, dtype: str, batch: int, seq: int, extra: list[str]) -> float:
+    """Median tokens/s of Trainer.train_step (loader, forward, backward, clip, AdamW) as `pretrain` builds it."""
+    from llamaforge.data.loader import PretrainLoader, Source
+    from llamaforge.model.llama import Transformer
+    from llamaforge.train import parallel as par
+    from llamaforge.train.pretrain import lm_loss
+    from llamaforge.train.trainer import Trainer
+
     cfg = load_config(PretrainConfig, None, [
-        "--model.preset=tiny-1m", *[f"--model.{k}={v}" for k, v in MODEL.items()], f"--model.max_seq_len={seq}",
         f"--data.path={data}", f"--train.steps={steps}", f"--train.batch_size={batch}", f"--train.seq_len={seq}",
-        f"--train.dtype={dtype}", "--optim.warmup_steps=1", "--logging.every=1", "--logging.progress=false",
-        "--logging.plots=false", "--checkpoint.final=false", "--checkpoint.resume=false", *extra])
-    run(cfg, out)
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if "tokens_per_s" in r][1:]  # drop the warm-up step
-    return statistics.median(r["tokens_per_s"] for r in rows)
+        f"--train.dtype={dtype}", "--optim.warmup_steps=1", *extra])
+    info = par.DistInfo()
+    micro, _ = Trainer.layout(cfg, info)
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs(**MODEL, max_seq_len=seq))
+    model.init_weights()
+    loader = PretrainLoader([Source(str(data / "train"))], seq, batch, micro)
+    tr = Trainer(model, lm_loss, loader, cfg, out, info)
+    times = []
+    for step in range(1, steps + 1):
+        t = CLOCK()
+        tr.train_step(step)
+        times.append(CLOCK() - t)
+    return batch * seq / statistics.median(times[1:])
 
 
 def hf(steps: int, dtype: str, batch: int, seq: int) -> float:
@@ -60,14 +77,14 @@ def hf(steps: int, dtype: str, batch: int, seq: int) -> float:
     times = []
     for _ in range(steps):
         x = torch.from_numpy(rng.integers(3, 32000, (batch, seq + 1)))
-        t = time.perf_counter()
+        t = CLOCK()
         with ctx():
             loss = model(input_ids=x[:, :-1], labels=x[:, :-1], use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     return batch * seq / statistics.median(times[1:])
 
 
@@ -78,22 +95,27 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--compile", action="store_true", help="also run ours with --parallel.compile=true")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: process CPU time (robust when other jobs share the cores; use with --threads 1)")
     a = p.parse_args()
+    global CLOCK
+    if a.clock == "cpu":
+        CLOCK = time.process_time
     torch.set_num_threads(a.threads)
     args = ModelArgs(**MODEL, max_seq_len=a.seq)
     fpt = args.flops_per_token(a.seq)
     print(f"d{args.dim} L{args.n_layers} H{args.n_heads} KV{args.n_kv_heads} vocab 32000, "
           f"{args.num_params():,} params; batch {a.batch} x {a.seq}; {a.threads} threads; "
-          f"flops/token {fpt:.3g} (6N + 12LdT)")
+          f"flops/token {fpt:.3g} (6N + 12LdT); {a.clock} clock")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = random_shards(Path(tmp) / "data", a.batch * (a.seq + 1) * (a.steps + 2) * 2)
         for dtype in ("fp32", "bf16"):
             peak, _ = peak_flops("cpu", dtype)
-            cases = [("llamaforge pretrain", lambda d=dtype: ours(data, Path(tmp) / f"o-{d}", a.steps, d, a.batch,
+            cases = [("llamaforge Trainer", lambda d=dtype: ours(data, Path(tmp) / f"o-{d}", a.steps, d, a.batch,
                                                                   a.seq, []))]
             if a.compile:
-                cases.append(("llamaforge pretrain+compile", lambda d=dtype: ours(
+                cases.append(("llamaforge Trainer+compile", lambda d=dtype: ours(
                     data, Path(tmp) / f"c-{d}", a.steps, d, a.batch, a.seq, ["--parallel.compile=true"])))
             cases.append(("transformers loop", lambda d=dtype: hf(a.steps, d, a.batch, a.seq)))
             for name, fn in cases:

@@ -62,10 +62,10 @@ def main(argv: list[str]) -> int:
     from llamaforge.sampling import SamplingParams
     from llamaforge.tokenizer import Tokenizer
 
+    model = load_model(args.model, args.device, args.dtype)
     tok = Tokenizer(args.tokenizer) if args.tokenizer else find_tokenizer(args.model)
     if tok is None:
         raise UserError(f"no tokenizer.model in {args.model}; pass --tokenizer PATH")
-    model = load_model(args.model, args.device, args.dtype)
     context = min(args.context or model.args.max_seq_len, model.args.max_seq_len)
     SamplingParams(args.max_new_tokens, args.temperature, args.top_p).validate("chat")
     dec = BatchDecoder(model, tok, 1, context, args.compile)

@@ -5,7 +5,8 @@ lengths decode together, each row at its own positions (no left padding). Rows j
 steps (prefill of the newcomers, then one decode step for everyone) and leave when they finish:
 the last active slot is moved into the freed one, so a step computes only the active rows and
 attends only over the positions the longest of them needs. The decode step can be compiled;
-the only host synchronisation per token is reading the new tokens to check stopping.
+the only host synchronisation is reading the new tokens to check stopping: every step, or every
+`sync_every` steps for rows that need no text (generate_ids).
 
 Public API: `generate` (strings), `generate_stream` (text deltas as they come), `generate_ids`
 (token ids and log-probs as tensors, for RLHF), and `BatchDecoder` itself (chat, server).
@@ -18,46 +19,28 @@ import threading
 import types
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from llamaforge.errors import UserError
-from llamaforge.sampling import SamplingParams, SlotCache, TextStream, decode_step, sample
+from llamaforge.sampling import Event, SamplingParams, SlotCache, TextStream, Row, decode_step, sample
 
 _COMPILED: dict[str, Any] = {}
 
 
-@dataclass
-class Event:
-    """One generated token of one row. `text` is the new text (held back while it could still be
-    part of a stop string or an incomplete UTF-8 character); `finish` is None, "stop" or "length"."""
-
-    rid: Any
-    token: int
-    logprob: float | None
-    text: str
-    finish: str | None
-
-
-@dataclass
-class _Row:
-    rid: Any
-    prompt: list[int]
-    params: SamplingParams
-    stop_ids: frozenset
-    text: TextStream | None
-    pos: int = 0  # position where the last sampled token will be written
-    tokens: list[int] = field(default_factory=list)
-
-
 class BatchDecoder:
-    """Continuous batching over one slot KV cache. Not thread-safe except `cancel`."""
+    """Continuous batching over one slot KV cache. `add` and `cancel` may be called from other
+    threads; `step` from one thread at a time."""
 
     def __init__(self, model: torch.nn.Module, tokenizer=None, max_batch: int = 8, max_len: int | None = None,
-                 compile: bool = False, compile_mode: str | None = None, prefill_tokens: int = 8192):
+                 compile: bool = False, compile_mode: str | None = None, prefill_tokens: int = 8192,
+                 sync_every: int = 1):
+        """sync_every k > 1: rows without text run up to k decode steps per host sync (the device
+        queues steps back to back; a row that stops mid-way wastes at most k - 1 steps)."""
         self.model, self.tokenizer = model, tokenizer  # Llama has no dropout: train/eval mode is left alone
+        self.sync_every = max(1, sync_every)
         self.cache = SlotCache.for_model(model, max_batch, max_len)
         self.max_batch, self.max_len = max_batch, self.cache.max_len
         self.prefill_tokens = prefill_tokens
@@ -67,8 +50,10 @@ class BatchDecoder:
         self.temp, self.top_p = z(torch.float32), z(torch.float32) + 1
         self.unif = torch.zeros(max_batch, self.max_len, device=dev)  # each row's pre-drawn uniforms
         self.arange = torch.arange(max_batch, device=dev)
-        self.rows: list[_Row] = []
-        self.pending: deque[_Row] = deque()
+        self.out_tok = torch.zeros(max_batch, self.sync_every, dtype=torch.long, device=dev)
+        self.out_lp = torch.zeros(max_batch, self.sync_every, device=dev)
+        self.rows: list[Row] = []
+        self.pending: deque[Row] = deque()
         self._cancelled: set = set()
         self._lock = threading.Lock()
         self.compiled = compile
@@ -103,7 +88,7 @@ class BatchDecoder:
         if params.temperature > 0 and params.seed is None:  # follow torch.manual_seed
             params = replace(params, seed=int(torch.randint(0, 2**62, ()).item()))
         with self._lock:
-            self.pending.append(_Row(rid, prompt, params, frozenset(stop_ids), stream))
+            self.pending.append(Row(rid, prompt, params, frozenset(stop_ids), stream))
 
     def cancel(self, rid: Any) -> None:
         """Drop a row (running or waiting) before the next step. Safe from another thread."""
@@ -136,8 +121,8 @@ class BatchDecoder:
             events += self._decode()
         return events
 
-    def _take_pending(self) -> list[_Row]:
-        new: list[_Row] = []
+    def _take_pending(self) -> list[Row]:
+        new: list[Row] = []
         with self._lock:
             while self.pending and len(self.rows) + len(new) < self.max_batch:
                 longest = max([len(r.prompt) for r in new] + [len(self.pending[0].prompt)])
@@ -146,12 +131,12 @@ class BatchDecoder:
                 new.append(self.pending.popleft())
         return new
 
-    def _params(self, rows: list[_Row]) -> tuple[int, bool, bool, bool]:
+    def _params(self, rows: list[Row]) -> tuple[int, bool, bool, bool]:
         hot = [r.params for r in rows if r.params.temperature > 0]
         kmax = max((p.top_k for p in hot), default=0)
         return kmax, any(p.top_p < 1 for p in hot), bool(hot), any(r.params.logprobs for r in rows)
 
-    def _prefill(self, new: list[_Row]) -> list[Event]:
+    def _prefill(self, new: list[Row]) -> list[Event]:
         start, k = len(self.rows), len(new)
         dev = self.tok.device
         lens = [len(r.prompt) for r in new]
@@ -182,46 +167,56 @@ class BatchDecoder:
         self.tok[sl] = tok
         self.ntok[sl] = 1
         self.rows += new
-        return self._accept(start, tok.tolist(), lp.tolist() if lp is not None else None)
+        return self._accept(start, tok.unsqueeze(1).tolist(), lp.unsqueeze(1).tolist() if lp is not None else None)
 
     def _decode(self) -> list[Event]:
         n = len(self.rows)
         nb = min(self.max_batch, 1 << (n - 1).bit_length()) if self.compiled else n
         kmax, use_top_p, hot, want_lp = self._params(self.rows)
+        k = 1
+        if self.sync_every > 1 and all(r.text is None for r in self.rows):
+            k = min(self.sync_every, min(r.params.max_new_tokens - len(r.tokens) for r in self.rows))
         c = self.cache
         c.start, c.prefill = 0, False
-        c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + 1
-        u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
-        tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
-                               self.top_k[:nb], u, kmax, use_top_p, want_lp)
-        self.tok[:n] = tok[:n]
-        self.pos[:n] += 1
-        self.ntok[:n] += 1
+        c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + k
+        for j in range(k):
+            u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
+            tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
+                                   self.top_k[:nb], u, kmax, use_top_p, want_lp)
+            self.tok[:n] = tok[:n]
+            self.out_tok[:n, j] = tok[:n]  # copied now: a CUDA-graph output is overwritten by the next step
+            if lp is not None:
+                self.out_lp[:n, j] = lp[:n]
+            self.pos[:n] += 1
+            self.ntok[:n] += 1
         for r in self.rows:
-            r.pos += 1
-        toks = tok[:n].tolist()  # the one host sync per token: stop checks and streaming
-        return self._accept(0, toks, lp[:n].tolist() if lp is not None else None)
+            r.pos += k
+        toks = self.out_tok[:n, :k].tolist()  # the one host sync per k tokens: stop checks and streaming
+        return self._accept(0, toks, self.out_lp[:n, :k].tolist() if want_lp else None)
 
-    def _accept(self, start: int, toks: list[int], lps: list[float] | None) -> list[Event]:
+    def _accept(self, start: int, toks: list[list[int]], lps: list[list[float]] | None) -> list[Event]:
+        """Take each row's new tokens (one per step) in order, up to the one that finishes it."""
         events, done = [], []
-        for i, t in enumerate(toks):
+        for i, row_toks in enumerate(toks):
             s = start + i
             r = self.rows[s]
-            r.tokens.append(t)
-            finish, text = None, ""
-            if t in r.stop_ids:
-                finish = "stop"
-                text = r.text.flush() if r.text else ""
-            else:
-                if r.text is not None:
-                    text, hit = r.text.push(t)
-                    finish = "stop" if hit else None
-                if finish is None and len(r.tokens) >= r.params.max_new_tokens:
-                    finish = "length"
-                    text += r.text.flush() if r.text else ""
-            events.append(Event(r.rid, t, lps[i] if lps is not None else None, text, finish))
-            if finish:
-                done.append(s)
+            for j, t in enumerate(row_toks):
+                r.tokens.append(t)
+                finish, text = None, ""
+                if t in r.stop_ids:
+                    finish = "stop"
+                    text = r.text.flush() if r.text else ""
+                else:
+                    if r.text is not None:
+                        text, hit = r.text.push(t)
+                        finish = "stop" if hit else None
+                    if finish is None and len(r.tokens) >= r.params.max_new_tokens:
+                        finish = "length"
+                        text += r.text.flush() if r.text else ""
+                events.append(Event(r.rid, t, lps[i][j] if lps is not None else None, text, finish))
+                if finish:
+                    done.append(s)
+                    break
         self._release(done)
         return events
 
@@ -286,12 +281,16 @@ def _cache_len(model, longest_prompt: int, max_new_tokens: int) -> int:
 def generate_ids(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop_ids: Sequence[int] = (),
                  seed: int | None = None, logprobs: bool = False, max_batch: int = 64, compile: bool = False,
-                 pad_id: int = 0, decoder: BatchDecoder | None = None) -> Generation:
-    """Sample continuations of token-id prompts (the API RLHF uses); row i uses seed + i."""
+                 pad_id: int = 0, sync_every: int = 8, decoder: BatchDecoder | None = None) -> Generation:
+    """Sample continuations of token-id prompts (the API RLHF uses); row i uses seed + i.
+
+    sync_every: decode steps between host syncs (stop checks); see BatchDecoder.
+    """
     if not prompts:
         raise UserError("generate_ids: no prompts")
     dec = decoder or BatchDecoder(model, None, min(len(prompts), max_batch),
-                                  _cache_len(model, max(map(len, prompts)), max_new_tokens), compile)
+                                  _cache_len(model, max(map(len, prompts)), max_new_tokens), compile,
+                                  sync_every=sync_every)
     for i, p in enumerate(prompts):
         sp = SamplingParams(max_new_tokens, temperature, top_p, top_k, [], list(stop_ids),
                             None if seed is None else seed + i, logprobs)

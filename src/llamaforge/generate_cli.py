@@ -61,10 +61,10 @@ def main(argv: list[str]) -> int:
     from llamaforge.sampling import SamplingParams
     from llamaforge.tokenizer import Tokenizer
 
+    model = load_model(args.model, args.device, args.dtype)
     tok = Tokenizer(args.tokenizer) if args.tokenizer else find_tokenizer(args.model)
     if tok is None:
         raise UserError(f"no tokenizer.model in {args.model}; pass --tokenizer PATH")
-    model = load_model(args.model, args.device, args.dtype)
     params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.stop,
                             seed=args.seed).validate("generate")
     if args.prompt is not None:
@@ -195,7 +195,7 @@ def _batch(model, tok, args, params) -> int:
     dec = BatchDecoder(model, tok, min(args.batch_size, len(todo)), min(longest, model.args.max_seq_len),
                        args.compile)
     out.parent.mkdir(parents=True, exist_ok=True)
-    chunk, n_tokens = args.batch_size * 4, 0
+    chunk, n_tokens, t1 = args.batch_size * 4, 0, time.time()
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         answers = [""] * len(part)
@@ -212,7 +212,7 @@ def _batch(model, tok, args, params) -> int:
             f.flush()
             os.fsync(f.fileno())
         print(f"{min(start + chunk, len(todo))}/{len(todo)} records", file=sys.stderr)
-    dt = time.time() - t0
+    dt = time.time() - t1
     print(f"answered {len(todo)} records ({skipped} already done, {bad} malformed skipped) into {out} in "
-          f"{dt:.1f}s ({n_tokens / dt:.0f} tokens/s)", file=sys.stderr)
+          f"{time.time() - t0:.1f}s ({n_tokens / dt:.0f} generated tokens/s)", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -48,6 +49,29 @@ class SamplingParams:
         return self
 
 
+@dataclass
+class Event:
+    """One generated token of one row. `text` is the new text (held back while it could still be
+    part of a stop string or an incomplete UTF-8 character); `finish` is None, "stop" or "length"."""
+
+    rid: Any
+    token: int
+    logprob: float | None
+    text: str
+    finish: str | None
+
+
+@dataclass
+class Row:
+    rid: Any
+    prompt: list[int]
+    params: SamplingParams
+    stop_ids: frozenset
+    text: TextStream | None
+    pos: int = 0  # position where the last sampled token will be written
+    tokens: list[int] = field(default_factory=list)
+
+
 class SlotCache(KVCache):
     """A KVCache whose batch rows are slots of a running batch.
 
@@ -59,6 +83,8 @@ class SlotCache(KVCache):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.start, self.live, self.prefill = 0, self.max_len, False
+        self.register_buffer("rows", torch.arange(self.batch_size, device=self.k.device).unsqueeze(1),
+                             persistent=False)
 
     def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         n, t = k.shape[0], k.shape[2]
@@ -68,7 +94,7 @@ class SlotCache(KVCache):
             kc[:, :, :t] = k.to(kc.dtype)
             vc[:, :, :t] = v.to(vc.dtype)
         else:
-            b = torch.arange(n, device=k.device).unsqueeze(1)
+            b = self.rows[:n]
             kc[b, :, input_pos] = k.transpose(1, 2).to(kc.dtype)
             vc[b, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
         return kc[:, :, :self.live], vc[:, :, :self.live]
@@ -118,6 +144,8 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
     before top-k/top-p filtering: with top_p=1 and top_k=0 they are the exact sampling log-probs.
     """
     greedy = logits.argmax(-1)
+    if uniform is None and not want_logprobs:
+        return greedy, None
     t = torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)
     scaled = logits / t
     if uniform is None:

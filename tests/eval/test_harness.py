@@ -32,7 +32,7 @@ def _answer(prompt: str) -> str:
     return " I do not know.\n#### 3"
 
 
-def test_loglikelihood_equals_lm_eval_hf(tiny_checkpoint, tiny_hf):
+def test_loglikelihood_equals_lm_eval_hf(tiny_checkpoint, tiny_hf, fixtures):
     pytest.importorskip("accelerate")  # lm_eval's hf model imports it
     from lm_eval.models.huggingface import HFLM
 
@@ -43,6 +43,17 @@ def test_loglikelihood_equals_lm_eval_hf(tiny_checkpoint, tiny_hf):
     for (a, ga), (b, gb) in zip(theirs, mine, strict=True):
         assert abs(a - b) < 1e-4 and ga == gb
     assert len({round(a, 3) for a, _ in mine}) == len(PAIRS)  # not trivially equal numbers
+    # the same on a small local task, end to end through lm_eval (per-choice loglikelihoods and acc)
+    tasks = ["arc_easy_local", "hellaswag_local"]
+    data = fixtures / "academic"
+    r_hf = run_harness(hf, tasks, data_dir=data, log_samples=True)
+    r_ours = run_harness(ours, tasks, data_dir=data, log_samples=True)
+    for t in tasks:
+        assert r_hf["results"][t]["acc,none"] == r_ours["results"][t]["acc,none"]
+        assert r_hf["results"][t]["acc_norm,none"] == r_ours["results"][t]["acc_norm,none"]
+        a = [ll for s in r_hf["samples"][t] for ll, _ in s["filtered_resps"]]
+        b = [ll for s in r_ours["samples"][t] for ll, _ in s["filtered_resps"]]
+        assert len(a) == len(b) >= 8 and max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
     # rolling (perplexity tasks): lm_eval's hf model scores a BOS it added itself when add_bos_token=True,
     # so compare with add_bos_token=False, where both score every token of the text after BOS.
     hf2 = HFLM(pretrained=str(tiny_hf), add_bos_token=False, batch_size=4, device="cpu", dtype="float32",

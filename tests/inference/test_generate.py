@@ -81,6 +81,16 @@ def test_logprobs_are_those_of_the_policy(tiny_model, prompts):
         assert resp[i].sum() == n and attn[i].sum() == len(p) + n
 
 
+def test_several_steps_per_host_sync_give_the_same_rows(tiny_model, prompts):
+    kw = dict(max_new_tokens=14, temperature=0.9, seed=2, logprobs=True, max_batch=3)  # row 3 joins later
+    stop = generate_ids(tiny_model, prompts, sync_every=1, **kw).row(1)[6]
+    a = generate_ids(tiny_model, prompts, stop_ids=[stop], sync_every=1, **kw)
+    b = generate_ids(tiny_model, prompts, stop_ids=[stop], sync_every=5, **kw)
+    assert "stop" in a.finish_reasons and a.finish_reasons == b.finish_reasons
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths)
+    torch.testing.assert_close(a.logprobs, b.logprobs)
+
+
 def test_stop_ids_end_rows_and_are_kept(tiny_model, prompts):
     free = generate_ids(tiny_model, prompts[:1], max_new_tokens=12, temperature=0).row(0)
     stop = free[5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -62,6 +63,9 @@ def test_completions_seed_n_and_stream(client):
         for ch in c.choices:
             parts[ch.index] += ch.text
     assert parts == [c.text for c in a.choices]
+    two = client.completions.create(model=MODEL, prompt=["def main(", "import"], max_tokens=4, temperature=0)
+    assert [c.index for c in two.choices] == [0, 1] and two.choices[0].text == \
+        client.completions.create(model=MODEL, prompt="def main(", max_tokens=4, temperature=0).choices[0].text
 
 
 def test_stop_string(client):
@@ -136,7 +140,10 @@ def test_full_queue_answers_503_and_disconnects_free_slots(server):
         assert r1.status_code == 200
         with httpx.stream("POST", url, json=body, headers=HEADERS, timeout=60) as r2:
             assert r2.status_code == 200
-            assert _load(server)["running"] == 4  # 4 slots busy, 28 rows waiting (max queue 40)
+            deadline = time.time() + 10
+            while _load(server)["running"] < 4:  # 4 slots busy, 28 rows waiting (max queue 40)
+                assert time.time() < deadline
+                time.sleep(0.05)
             r3 = httpx.post(url, json=body, headers=HEADERS, timeout=60)
             assert r3.status_code == 503 and r3.json()["error"]["code"] == "overloaded"
             next(r1.iter_lines())  # r1 is streaming
@@ -146,3 +153,19 @@ def test_full_queue_answers_503_and_disconnects_free_slots(server):
         time.sleep(0.2)
     ok = httpx.post(url, json={"model": MODEL, "prompt": "x", "max_tokens": 3}, headers=HEADERS, timeout=60)
     assert ok.status_code == 200
+
+
+def test_non_streaming_client_that_goes_away_frees_its_slots(server):
+    body = json.dumps({"model": MODEL, "prompt": "a", "max_tokens": 500, "n": 4, "ignore_eos": True}).encode()
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Authorization: Bearer {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        deadline = time.time() + 10
+        while _load(server)["running"] < 4:  # decoding (500 tokens take far longer than this test)
+            assert time.time() < deadline
+            time.sleep(0.05)
+    deadline = time.time() + 10  # the socket is closed: the request's 4 rows must go
+    while (_load(server)["running"], _load(server)["waiting"]) != (0, 0):
+        assert time.time() < deadline, _load(server)
+        time.sleep(0.1)

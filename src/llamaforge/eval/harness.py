@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lm_eval.api.model import TemplateLM
+from lm_eval.api.model import LM, TemplateLM
 from lm_eval.api.registry import register_model
 
 from llamaforge.errors import UserError
@@ -93,7 +93,8 @@ class LlamaforgeLM(TemplateLM):
             until = kw.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             sample = _bool(kw.get("do_sample", False)) and float(kw.get("temperature", 1.0) or 0) > 0
-            s = GenSettings(max_new_tokens=int(kw.get("max_gen_toks", self.max_gen_toks)),
+            # At most half the context for new tokens, so that a prompt always has room.
+            s = GenSettings(max_new_tokens=min(int(kw.get("max_gen_toks", self.max_gen_toks)), self.max_length // 2),
                             temperature=float(kw.get("temperature", 1.0)) if sample else 0.0,
                             top_p=float(kw.get("top_p", 1.0) or 1.0) if sample else 1.0,
                             stop=until, batch_size=self.scorer.batch_size)
@@ -118,11 +119,7 @@ class LlamaforgeLM(TemplateLM):
         """Keep the end of a context that would not leave room for max_new_tokens (as lm_eval's hf model)."""
         ids = self.tok.encode(context, bos=False)
         room = self.max_length - max_new_tokens - 1  # 1 for BOS
-        if len(ids) <= room:
-            return context
-        if room < 1:
-            raise UserError(f"max_gen_toks {max_new_tokens} leaves no room for the prompt in {self.max_length} tokens")
-        return self.tok.decode(ids[-room:])
+        return context if len(ids) <= room else self.tok.decode(ids[-room:])
 
     # -- chat -----------------------------------------------------------------------------------
     @property
@@ -174,11 +171,11 @@ def prepare_tasks(include_path: str | Path | None, data_dir: str | Path | None) 
     return dst
 
 
-def run_harness(lm: LlamaforgeLM, tasks: list[str], include_path: str | Path | None = None,
+def run_harness(lm: LM, tasks: list[str], include_path: str | Path | None = None,
                 data_dir: str | Path | None = None, num_fewshot: int | None = None, limit: int | None = None,
                 apply_chat_template: bool = False, log_samples: bool = False,
                 allow_code_execution: bool = False, bootstrap_iters: int = 0) -> dict:
-    """lm_eval.simple_evaluate offline on local task YAMLs; returns lm_eval's results dict."""
+    """lm_eval.simple_evaluate offline on local task YAMLs (any lm_eval LM); returns lm_eval's results dict."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 

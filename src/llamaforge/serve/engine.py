@@ -58,11 +58,13 @@ class Engine:
     def submit(self, prompts: list[tuple[list[int], SamplingParams, int | None]], queue: asyncio.Queue) -> list[int]:
         """Queue rows (prompt ids, params, detokenization prefix) whose events go to `queue`.
 
-        All rows of one request are admitted together or not at all.
+        All rows of one request are admitted together or not at all; QueueFull when more than
+        max_queue rows would wait for a free slot.
         """
         loop = asyncio.get_running_loop()
         with self._lock:
-            if len(self.decoder.pending) + len(prompts) > self.max_queue:
+            free = self.max_batch - self.decoder.n_active
+            if len(self.decoder.pending) + len(prompts) - max(free, 0) > self.max_queue:
                 raise QueueFull()
             rids = [next(self._ids) for _ in prompts]
             for rid in rids:
