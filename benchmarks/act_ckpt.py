@@ -16,7 +16,7 @@ import sys
 import time
 
 
-def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str, clock: str) -> dict:
+def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str, clock: str, vocab: int) -> dict:
     import contextlib
 
     import torch
@@ -27,12 +27,12 @@ def child(mode: str, steps: int, seq: int, batch: int, threads: int, dtype: str,
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    args = ModelArgs(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=32000, max_seq_len=seq)
+    args = ModelArgs(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=vocab, max_seq_len=seq)
     model = Transformer(args)
     model.init_weights()
     apply_ac(model, mode)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, 32000, (batch, seq + 1))
+    x = torch.randint(0, vocab, (batch, seq + 1))
     ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
     times, losses = [], []
     now = time.process_time if clock == "cpu" else time.perf_counter
@@ -60,19 +60,21 @@ def main() -> None:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time (robust when other jobs share the cores; use with --threads 1)")
+    p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--rounds", type=int, default=1, help="repeat the three modes, interleaved")
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.steps, a.seq, a.batch, a.threads, a.dtype, a.clock)))
+        print(json.dumps(child(a.child, a.steps, a.seq, a.batch, a.threads, a.dtype, a.clock, a.vocab)))
         return
     res: dict[str, list[dict]] = {m: [] for m in ("none", "selective", "full")}
     for _ in range(a.rounds):
         for mode in res:
             cmd = [sys.executable, __file__, "--child", mode, "--steps", str(a.steps), "--seq", str(a.seq), "--batch",
-                   str(a.batch), "--threads", str(a.threads), "--dtype", a.dtype, "--clock", a.clock]
+                   str(a.batch), "--threads", str(a.threads), "--dtype", a.dtype, "--clock", a.clock,
+                   "--vocab", str(a.vocab)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"d256 L4 H8 KV4 vocab 32000, batch {a.batch} x {a.seq}, {a.dtype}, {a.threads} threads, AdamW; "
+    print(f"d256 L4 H8 KV4 vocab {a.vocab}, batch {a.batch} x {a.seq}, {a.dtype}, {a.threads} threads, AdamW; "
           f"median of {a.steps} steps after warm-up, best of {a.rounds} round(s)")
     base = min(r["step_s"] for r in res["none"])
     print(f"{'mode':10s} {'step s':>7s} {'vs none':>8s} {'peak RSS MB':>12s} {'loss step 0':>12s}")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from llamaforge.errors import UserError
-from llamaforge.sampling import Event, SamplingParams, SlotCache, TextStream, Row, decode_step, sample
+from llamaforge.sampling import Event, Row, SamplingParams, SlotCache, TextStream, decode_step, sample
 
 _COMPILED: dict[str, Any] = {}
 
@@ -57,8 +57,12 @@ class BatchDecoder:
         self._cancelled: set = set()
         self._lock = threading.Lock()
         self.compiled = compile
+        self.cudagraphs = compile and compile_mode == "reduce-overhead"
         self.step_fn = decode_step
         if compile:
+            if self.cudagraphs:  # CUDA graphs update the cache in place at fixed addresses
+                for t in (self.cache.k, self.cache.v):  # (one graph per decoder: reuse the decoder)
+                    torch._dynamo.mark_static_address(t)
             key = compile_mode or "default"
             if key not in _COMPILED:
                 _COMPILED[key] = torch.compile(decode_step, fullgraph=True, dynamic=False, mode=compile_mode)
@@ -180,6 +184,8 @@ class BatchDecoder:
         c.start, c.prefill = 0, False
         c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + k
         for j in range(k):
+            if self.cudagraphs:  # the previous step's outputs were copied out: its buffers may be reused
+                torch.compiler.cudagraph_mark_step_begin()
             u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
             tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
                                    self.top_k[:nb], u, kmax, use_top_p, want_lp)

@@ -1,0 +1,163 @@
+"""The Llama 2-Chat half of the pipeline on the built-in world, as stages the demo and the slow
+tests share: SFT -> GAtt -> helpfulness and safety reward models -> rejection sampling -> PPO, each
+measured on held-out world prompts (skill accuracy, unsafe compliance, false refusals, reward).
+
+Every stage writes OUT/<stage>/ and returns a row of numbers; sizes come from `AlignBudget`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llamaforge.config import load_config
+
+
+@dataclass
+class AlignBudget:
+    """Sizes of each stage. The defaults fit the demo's budget on 2 CPU cores (tiny-1m)."""
+
+    world_size: int = 3000
+    eval_prompts: int = 150
+    sft_epochs: float = 2.0
+    sft_lr: float = 1e-3
+    gatt_dialogues: int = 120
+    gatt_turns_eval: int = 10
+    gatt_conversations: int = 8
+    rm_epochs: float = 1.0
+    rm_lr: float = 5e-4
+    rs_prompts: int = 200
+    rs_k: int = 4
+    rs_iterations: int = 2
+    rs_lr: float = 3e-4
+    ppo_iterations: int = 6
+    ppo_prompts: int = 32
+    ppo_lr: float = 2e-5
+    max_new_tokens: int = 40
+    threads: int = 0
+
+
+def _world_eval(model_path: Path, world: Path, n: int) -> dict[str, Any]:
+    from llamaforge.align.world_eval import evaluate_world, load_records
+    from llamaforge.checkpoint import find_tokenizer, load_model
+
+    res, _ = evaluate_world(load_model(model_path), find_tokenizer(model_path),
+                            load_records(world / "prompts_eval.jsonl", n))
+    return res
+
+
+def _common(threads: int) -> list[str]:
+    return [f"--train.threads={threads}", "--logging.progress=false", "--checkpoint.keep=1"]
+
+
+def stage_world(out: Path, b: AlignBudget) -> dict[str, Any]:
+    from llamaforge.align.world import make_world
+
+    m = make_world(out, seed=0, size=b.world_size)
+    return {"files": m["counts"]}
+
+
+def stage_sft(out: Path, base: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
+    from llamaforge.align.sft import SFTConfig, run
+
+    cfg = load_config(SFTConfig, None, [
+        f"--model.init={base}", f"--data.path={world / 'sft.jsonl'}", f"--data.epochs={b.sft_epochs}",
+        "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256", f"--optim.lr={b.sft_lr}",
+        "--optim.warmup_steps=10", "--checkpoint.every=50", "--logging.every=10", "--logging.eval_every=50",
+        *_common(b.threads)])
+    s = run(cfg, out)
+    return {"val_loss": s.get("val_loss"), "steps": s["steps"], **_world_eval(out / "final", world, b.eval_prompts)}
+
+
+def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
+    """Synthesize GAtt dialogues with the SFT model, fine-tune on them (mixed with a share of the
+    SFT data so single-turn skills are kept), and measure retention at turn `gatt_turns_eval`."""
+    import random
+
+    from llamaforge.align.gatt import _instructions, synthesize
+    from llamaforge.align.gatt_eval import run_gatt_eval
+    from llamaforge.align.sft import SFTConfig, run
+    from llamaforge.checkpoint import find_tokenizer, load_model
+    from llamaforge.data.chat import read_jsonl
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok = find_tokenizer(sft)
+    model = load_model(sft)
+    dialogues = [r for _, r in read_jsonl(world / "dialogues.jsonl")][: b.gatt_dialogues]
+    ins = _instructions(None, random.Random(0), len(dialogues))
+    examples, stats = synthesize(model, tok, dialogues, instructions=ins, max_new_tokens=b.max_new_tokens, tries=1)
+    sft_recs = [r for _, r in read_jsonl(world / "sft.jsonl")]
+    mix = examples + random.Random(1).sample(sft_recs, min(len(sft_recs), 2 * len(examples)))
+    data = out / "gatt_sft.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mix))
+    cfg = load_config(SFTConfig, None, [
+        f"--model.init={sft}", f"--data.path={data}", "--data.epochs=1", "--data.val_fraction=0",
+        "--train.batch_size=8", "--train.micro_batch=8", "--train.seq_len=512", "--optim.lr=3e-4",
+        "--optim.warmup_steps=5", "--checkpoint.every=50", "--logging.every=10", *_common(b.threads)])
+    run(cfg, out / "run")
+    before = run_gatt_eval(model, tok, turns=b.gatt_turns_eval, conversations=b.gatt_conversations,
+                           max_new_tokens=b.max_new_tokens)
+    after = run_gatt_eval(load_model(out / "run" / "final"), tok, turns=b.gatt_turns_eval,
+                          conversations=b.gatt_conversations, max_new_tokens=b.max_new_tokens)
+    (out / "gatt_eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+    t = b.gatt_turns_eval - 1
+    return {"synthesis": stats, "examples": len(examples),
+            "retention_before": {k: v[t] for k, v in before["retention"].items()},
+            "retention_after": {k: v[t] for k, v in after["retention"].items()},
+            **_world_eval(out / "run" / "final", world, b.eval_prompts)}
+
+
+def stage_reward(out: Path, init: Path, prefs: Path, kind: str, b: AlignBudget) -> dict[str, Any]:
+    from llamaforge.align.reward_train import RewardConfig, run
+
+    cfg = load_config(RewardConfig, None, [
+        f"--reward.init={init}", f"--reward.kind={kind}", f"--data.path={prefs}", f"--data.epochs={b.rm_epochs}",
+        "--data.val_fraction=0.15", "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256",
+        f"--optim.lr={b.rm_lr}", "--checkpoint.every=50", "--logging.every=10", *_common(b.threads)])
+    s = run(cfg, out)
+    ev = s.get("eval") or {}
+    return {"accuracy": ev.get("accuracy"), "accuracy_by_rating": ev.get("accuracy_by_rating")}
+
+
+def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
+    from llamaforge.align.ppo_train import build_reward
+    from llamaforge.align.rejection_sampling import RSConfig, run_rs
+    from llamaforge.align.sft import SFTConfig
+    from llamaforge.align.world_eval import load_records
+    from llamaforge.checkpoint import find_tokenizer
+
+    reward = build_reward(str(rm_h), str(rm_s), [], 0.15)
+    sft_cfg = load_config(SFTConfig, None, [
+        "--data.epochs=1", "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256",
+        f"--optim.lr={b.rs_lr}", "--optim.warmup_steps=5", "--checkpoint.every=100", "--logging.every=10",
+        *_common(b.threads)])
+    cfg = RSConfig(k=b.rs_k, temperature=1.0, iterations=b.rs_iterations, max_new_tokens=b.max_new_tokens)
+    state = run_rs(policy_path=str(policy), reward_for=lambda it: reward, tok=find_tokenizer(policy),
+                   train_records=load_records(world / "prompts_train.jsonl", b.rs_prompts),
+                   eval_records=load_records(world / "prompts_eval.jsonl", b.eval_prompts), out=out, cfg=cfg,
+                   sft_config=sft_cfg)
+    return state["rows"][-1] | {"eval_reward_start": state["rows"][0]["eval_reward"]}
+
+
+def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget
+              ) -> dict[str, Any]:
+    from llamaforge.align.ppo_train import PPOConfig, run_ppo
+    from llamaforge.train.metrics import read_metrics
+
+    per_it = b.ppo_prompts // 16
+    cfg = load_config(PPOConfig, None, [
+        f"--ppo.policy={policy}", f"--ppo.ref={ref}", f"--ppo.rm_helpful={rm_h}", f"--ppo.rm_safety={rm_s}",
+        f"--ppo.prompts={world / 'prompts_train.jsonl'}", f"--ppo.eval_prompts={world / 'prompts_eval.jsonl'}",
+        f"--ppo.eval_count={b.eval_prompts}", f"--ppo.prompts_per_iteration={b.ppo_prompts}",
+        f"--ppo.iterations={b.ppo_iterations}", f"--ppo.max_new_tokens={b.max_new_tokens}", "--ppo.beta=0.05",
+        "--train.batch_size=16", "--train.micro_batch=8", f"--optim.lr={b.ppo_lr}", "--optim.schedule=constant",
+        "--optim.warmup_steps=0", f"--checkpoint.every={per_it * b.ppo_iterations}", "--logging.every=1",
+        "--logging.eval_every=0", *_common(b.threads)])
+    s = run_ppo(cfg, out)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "kl" in r]
+    return {k: s.get(k) for k in ("eval_reward", "skill_accuracy", "unsafe_compliance", "false_refusal",
+                                  "instruction_obedience", "mean_reward")} | {
+        "kl_last": rows[-1]["kl"] if rows else None, "kl_max": max((r["kl"] for r in rows), default=None),
+        "reward_first": rows[0]["reward"] if rows else None, "reward_last": rows[-1]["reward"] if rows else None}
