@@ -7,6 +7,10 @@ per mode (peak RSS of that process via getrusage), AdamW steps, median step time
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as llamaforge.train sets it; applies to both engines
+
 import argparse
 import json
 import resource

@@ -7,6 +7,10 @@ The two models run alternately in one process (this machine's speed drifts), med
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as llamaforge.train sets it; applies to both engines
+
 import argparse
 import contextlib
 import statistics

@@ -7,6 +7,10 @@ fp32 and bf16 autocast, side by side in one process (median step time after a wa
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as llamaforge.train sets it; applies to both engines
+
 import argparse
 import contextlib
 import statistics

@@ -162,8 +162,8 @@ def test_annotation_page_in_headless_chromium(tmp_path, tasks):
       document.getElementById('download').click();});</script></body>"""
     (tmp_path / "p.html").write_text(page.replace("</body>", driver))
     r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}", "--virtual-time-budget=3000",
-                        "--dump-dom", f"file://{tmp_path / 'p.html'}"], capture_output=True, text=True, timeout=120)
+                        "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}", "--virtual-time-budget=10000",
+                        "--dump-dom", f"file://{tmp_path / 'p.html'}"], capture_output=True, text=True, timeout=300)
     dom = r.stdout
     assert '<pre id="out">' in dom, r.stderr[-1000:]
     import html

@@ -40,9 +40,11 @@ def test_rejection_sampling_iterations(tmp_path, tiny_checkpoint, rm_dir, world_
     assert (out / "iter_2" / "samples" / "chosen.jsonl").is_file()
     chosen = [json.loads(x) for x in (out / "iter_1" / "samples" / "chosen.jsonl").read_text().splitlines()]
     samples = [json.loads(x) for x in (out / "iter_1" / "samples" / "samples.jsonl").read_text().splitlines()]
-    for c, s in zip(chosen, samples):  # the kept answer is the best-scoring sample
-        assert c["messages"][-1]["content"] == s["answers"][s["best"]]
-        assert s["scores"][s["best"]] == max(s["scores"])
+    best = {json.dumps(s["prompt"]): s["answers"][s["best"]] for s in samples if s["answers"][s["best"]]}
+    assert len(chosen) == len(best)  # empty best answers are not trained on
+    for c in chosen:  # the kept answer is the best-scoring sample of its prompt
+        assert c["messages"][-1]["content"] == best[json.dumps(c["messages"][-2]["content"])]
+    assert all(s["scores"][s["best"]] == max(s["scores"]) for s in samples)
     load_model(out / "final")
     assert "| iteration |" in (out / "report.md").read_text()
     assert (out / "plots" / "rs.png").stat().st_size > 1000

@@ -9,13 +9,14 @@ from typing import Any, Literal
 
 import torch
 
+from llamaforge.align.common import EpochTrain
 from llamaforge.align.ppo import PPOModel, RolloutConfig, Rollouts, ppo_loss_fn
 from llamaforge.align.rewards import CombinedReward
 from llamaforge.config import dump_toml
 from llamaforge.errors import UserError
 from llamaforge.io import atomic_write_text
 from llamaforge.train import parallel as par
-from llamaforge.train.config import CheckpointSection, LoggingSection, OptimSection, ParallelSection, TrainSection
+from llamaforge.train.config import CheckpointSection, LoggingSection, OptimSection, ParallelSection
 from llamaforge.train.trainer import Trainer
 
 
@@ -47,18 +48,9 @@ class PPOSection:
 
 
 @dataclass
-class PPOTrain(TrainSection):
-    steps: int = 0  # 0 = iterations x steps per iteration
-
-    def validate(self) -> None:
-        if self.steps < 0 or self.batch_size <= 0:
-            raise UserError("train.steps must be >= 0 and train.batch_size > 0")
-
-
-@dataclass
 class PPOConfig:
     ppo: PPOSection = field(default_factory=PPOSection)
-    train: PPOTrain = field(default_factory=lambda: PPOTrain(batch_size=64, micro_batch=8))
+    train: EpochTrain = field(default_factory=lambda: EpochTrain(batch_size=64, micro_batch=8))
     optim: OptimSection = field(default_factory=lambda: OptimSection(lr=1e-6, schedule="constant", warmup_steps=0))
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)

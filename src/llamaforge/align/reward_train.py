@@ -8,7 +8,6 @@ steps). Evaluation reports accuracy overall and per rating (Table 8) and the mea
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from llamaforge.align.common import EpochTrain, in_val_split, weighted
 from llamaforge.align.reward import (
     RewardModel,
     encode_pair,
@@ -30,7 +30,7 @@ from llamaforge.data.chat import RATINGS, PrefPair, load_pref_pairs
 from llamaforge.errors import UserError
 from llamaforge.io import atomic_write_json, atomic_write_text
 from llamaforge.train import parallel as par
-from llamaforge.train.config import CheckpointSection, LoggingSection, OptimSection, ParallelSection, TrainSection
+from llamaforge.train.config import CheckpointSection, LoggingSection, OptimSection, ParallelSection
 from llamaforge.train.trainer import Trainer
 
 
@@ -57,15 +57,6 @@ class RMSection:
 
 
 @dataclass
-class RMTrain(TrainSection):
-    steps: int = 0  # 0 = as many as data.epochs give
-
-    def validate(self) -> None:
-        if self.steps < 0 or self.batch_size <= 0 or self.seq_len <= 0:
-            raise UserError("train.steps must be >= 0 and train.batch_size, train.seq_len > 0")
-
-
-@dataclass
 class RMOptim(OptimSection):
     warmup_steps: int = -1  # -1 = 3% of the steps, at least 5 (the paper)
 
@@ -74,16 +65,11 @@ class RMOptim(OptimSection):
 class RewardConfig:
     reward: RMSection = field(default_factory=RMSection)
     data: RMData = field(default_factory=RMData)
-    train: RMTrain = field(default_factory=lambda: RMTrain(batch_size=512, seq_len=4096))
+    train: EpochTrain = field(default_factory=lambda: EpochTrain(batch_size=512, seq_len=4096))
     optim: RMOptim = field(default_factory=lambda: RMOptim(lr=1e-5))
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
-
-
-def _in_val(where: str, fraction: float, seed: int) -> bool:
-    h = hashlib.sha256(f"{seed}:{where}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < fraction
 
 
 def load_pairs(cfg: RewardConfig) -> tuple[list[PrefPair], list[PrefPair]]:
@@ -97,10 +83,9 @@ def load_pairs(cfg: RewardConfig) -> tuple[list[PrefPair], list[PrefPair]]:
     val: list[PrefPair] = []
     for src in sources:
         pairs = load_pref_pairs(src.path)
-        tr = [p for p in pairs if not _in_val(p.where, cfg.data.val_fraction, cfg.data.seed)]
-        val += [p for p in pairs if _in_val(p.where, cfg.data.val_fraction, cfg.data.seed)]
-        whole, frac = divmod(src.weight, 1.0)
-        train += tr * int(whole) + rng.sample(tr, round(frac * len(tr)))
+        tr = [p for p in pairs if not in_val_split(p.where, cfg.data.val_fraction, cfg.data.seed)]
+        val += [p for p in pairs if in_val_split(p.where, cfg.data.val_fraction, cfg.data.seed)]
+        train += weighted(tr, src.weight, rng, src.path)
     if not train:
         raise UserError("no training pairs left after the validation split")
     return train, val

@@ -9,7 +9,6 @@ attends only to itself and its positions restart; `concat` is the paper's plain 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import time
@@ -20,6 +19,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from llamaforge.align.common import EpochTrain, in_val_split, weighted
 from llamaforge.config import dump_toml, load_config, parse_overrides
 from llamaforge.data.chat import IGNORE, EncodeStats, EpochBatches, collate, encode_sft_file, pack, packing_efficiency
 from llamaforge.errors import UserError
@@ -31,7 +31,6 @@ from llamaforge.train.config import (
     LoggingSection,
     OptimSection,
     ParallelSection,
-    TrainSection,
 )
 from llamaforge.train.trainer import Trainer
 
@@ -66,28 +65,14 @@ class SFTModel:
 
 
 @dataclass
-class SFTTrain(TrainSection):
-    steps: int = 0  # 0 = as many as data.epochs give
-
-    def validate(self) -> None:
-        if self.steps < 0 or self.batch_size <= 0 or self.seq_len <= 0:
-            raise UserError("train.steps must be >= 0 and train.batch_size, train.seq_len > 0")
-
-
-@dataclass
 class SFTConfig:
     model: SFTModel = field(default_factory=SFTModel)
     data: SFTData = field(default_factory=SFTData)
-    train: SFTTrain = field(default_factory=lambda: SFTTrain(batch_size=64, seq_len=4096))
+    train: EpochTrain = field(default_factory=lambda: EpochTrain(batch_size=64, seq_len=4096))
     optim: OptimSection = field(default_factory=lambda: OptimSection(lr=2e-5, warmup_steps=0))
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     parallel: ParallelSection = field(default_factory=ParallelSection)
-
-
-def _in_val(path: str, index: int, fraction: float, seed: int) -> bool:
-    h = hashlib.sha256(f"{seed}:{path}:{index}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < fraction
 
 
 def load_samples(cfg: SFTConfig, tok, stats: EncodeStats) -> tuple[list, list]:
@@ -100,13 +85,11 @@ def load_samples(cfg: SFTConfig, tok, stats: EncodeStats) -> tuple[list, list]:
     train, val = [], []
     rng = random.Random(cfg.data.seed)
     for src in sources:
-        if src.weight <= 0:
-            raise UserError(f"data.sources: weight of {src.path} must be > 0")
         samples = encode_sft_file(src.path, tok, cfg.train.seq_len, cfg.data.overlong, stats)
-        tr = [s for i, s in enumerate(samples) if not _in_val(src.path, i, cfg.data.val_fraction, cfg.data.seed)]
-        val += [s for i, s in enumerate(samples) if _in_val(src.path, i, cfg.data.val_fraction, cfg.data.seed)]
-        whole, frac = divmod(src.weight, 1.0)
-        train += tr * int(whole) + rng.sample(tr, round(frac * len(tr)))
+        held = [in_val_split(f"{src.path}:{i}", cfg.data.val_fraction, cfg.data.seed) for i in range(len(samples))]
+        tr = [s for s, h in zip(samples, held) if not h]
+        val += [s for s, h in zip(samples, held) if h]
+        train += weighted(tr, src.weight, rng, src.path)
     if not train:
         raise UserError("no training samples left after the validation split and the over-long policy")
     return train, val

@@ -2,8 +2,9 @@
 
 MFU = tokens/s * flops_per_token / (peak FLOP/s per device * devices), with flops_per_token from
 `ModelArgs.flops_per_token` (6N + 12*L*d*T, PaLM appendix B; N without the input embedding).
-GPU peaks are the vendors' dense numbers; a CPU's peak is measured once with a large matmul at the
-current thread count and cached in ~/.cache/llamaforge/peak_flops.json.
+GPU peaks are the vendors' dense numbers; a CPU's peak is measured with a large matmul at the current
+thread count when a run starts, and the best measurement so far is cached in
+~/.cache/llamaforge/peak_flops.json (a busy machine gives low single measurements).
 """
 
 from __future__ import annotations
@@ -65,18 +66,18 @@ def peak_flops(device: torch.device | str, dtype: str = "fp32") -> tuple[float, 
     except (OSError, json.JSONDecodeError):
         cache = {}
     entry = cache.get(key)
-    if not isinstance(entry, dict) or entry.get("samples", 0) < 3:
-        # A shared machine can be busy during one measurement: keep the best of three runs' measurements.
-        entry = entry if isinstance(entry, dict) else {"flops": 0.0, "samples": 0}
-        entry = {"flops": max(entry["flops"], measure_cpu_peak(dtype)), "samples": entry["samples"] + 1}
-        cache[key] = entry
-        try:
-            CACHE.parent.mkdir(parents=True, exist_ok=True)
-            tmp = CACHE.with_name(f".{CACHE.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, CACHE)
-        except OSError:
-            pass
+    entry = entry if isinstance(entry, dict) else {"flops": 0.0, "samples": 0}
+    # Measured at every start (about 0.3 s) and the best kept: a shared machine can be busy during any
+    # one measurement, so the cache converges on the true peak instead of freezing a low one.
+    entry = {"flops": max(entry["flops"], measure_cpu_peak(dtype)), "samples": entry["samples"] + 1}
+    cache[key] = entry
+    try:
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = CACHE.with_name(f".{CACHE.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, CACHE)
+    except OSError:
+        pass
     return entry["flops"], f"measured: 2048^3 {dtype} matmul, {torch.get_num_threads()} threads"
 
 

@@ -214,7 +214,7 @@ class Trainer:
             bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
         self.model.train()
         last_row: dict[str, Any] = {}
-        t_log, tok_log = time.perf_counter(), 0
+        t_log, tok_log = 0.0, 0  # step time and tokens since the last logged row (eval/saves excluded)
         saved_at = start
         if start >= total:
             self.stop_reason = f"already complete: step {start} of {total}"
@@ -228,12 +228,12 @@ class Trainer:
             self.train_time_s += dt
             self.tokens_seen += row["tokens"]
             tok_log += row["tokens"]
+            t_log += dt
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             if step % cfg.logging.every == 0 or step == total or step == start + 1:
-                el = time.perf_counter() - t_log
-                tps = tok_log / el if el > 0 else 0.0
+                tps = tok_log / t_log if t_log > 0 else 0.0
                 last_row = {"step": step, "loss": row["loss"], "lr": row["lr"], "grad_norm": row["grad_norm"],
                             "tokens_per_s": tps, "tokens_seen": self.tokens_seen,
                             **{k: v for k, v in row.items() if k not in ("loss", "lr", "grad_norm", "tokens")}}
@@ -244,17 +244,15 @@ class Trainer:
                     self.log(f"step {step}/{total} loss {row['loss']:.4f} lr {row['lr']:.2e} "
                              f"grad_norm {row['grad_norm']:.3f} {tps:,.0f} tok/s"
                              + (f" mfu {last_row['mfu']:.1%}" if peak else ""))
-                t_log, tok_log = time.perf_counter(), 0
+                t_log, tok_log = 0.0, 0
             ev = cfg.logging.eval_every
             if self.eval_fn is not None and ev and step % ev == 0 and step != total:
                 vals = self.evaluate()
                 log.log({"step": step, **vals})
                 self.log(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in vals.items()))
-                t_log = time.perf_counter()
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                 self.save()
                 saved_at = step
-                t_log = time.perf_counter()
             _fault("kill_at_step", step)
         if bar is not None:
             bar.close()
