@@ -154,6 +154,18 @@ def _read_inputs(inputs: list[str | Path], text_field: str = "text") -> Iterator
                 yield doc.text
 
 
+def _is_path(x: object) -> bool:
+    """A Path, or a string naming an existing file (text samples are never taken for paths)."""
+    if isinstance(x, Path):
+        return True
+    if not isinstance(x, str) or "\n" in x or len(x) > 4096:
+        return False
+    try:
+        return Path(x).is_file()
+    except OSError:
+        return False
+
+
 def train_tokenizer(
     inputs: Iterable[str] | list[str | Path],
     vocab_size: int,
@@ -171,7 +183,7 @@ def train_tokenizer(
     unk=0, bos=1, eos=2, no pad piece, as Meta's tokenizer.
     """
     inputs = list(inputs) if not isinstance(inputs, Iterator) else inputs
-    if isinstance(inputs, list) and inputs and isinstance(inputs[0], Path | str) and Path(str(inputs[0])).exists():
+    if isinstance(inputs, list) and inputs and _is_path(inputs[0]):
         texts: Iterable[str] = _read_inputs(inputs)  # type: ignore[arg-type]
     else:
         texts = inputs  # type: ignore[assignment]

@@ -142,7 +142,8 @@ def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     n = batch["margin"].shape[0]
     rc, rr = scores[:n], scores[n:]
     loss = ranking_loss(rc, rr, batch["margin"].to(rc.dtype))
-    return loss, {"accuracy": float((rc > rr).float().mean()), "score_margin": float((rc - rr).mean())}
+    d = (rc - rr).detach()
+    return loss, {"accuracy": float((d > 0).float().mean()), "score_margin": float(d.mean())}
 
 
 @torch.no_grad()
