@@ -8,7 +8,7 @@ the GPT block; `activation_items` applies the same bookkeeping to the LLaMA bloc
 GQA, SwiGLU, no dropout) with kernels that save the minimum (a fused RMSNorm keeps its input and 1/rms;
 rotary keeps nothing; a flash kernel keeps q, k, v, its output and the log-sum-exp), as a compiled block
 does (`parallel.compile=true`), or with `kernels='eager'` what model/llama.py keeps without compile (fp32
-copies in RMSNorm, k and v repeated for GQA). Both are checked exactly against autograd in tests/plan.
+copies in RMSNorm). Both are checked exactly against autograd in tests/plan.
 
 Not counted: the CUDA context and NCCL buffers (about 1-3 GiB), allocator fragmentation and the
 data loader. `fits` leaves 10% of the device free for them.
@@ -115,7 +115,7 @@ def activation_items(args: ModelArgs, seq_len: int, micro_batch: int, tp: int = 
     hidden-sharded ones always are. A column-parallel linear's all-gathered input stays whole unless
     `regather` (Megatron re-gathers it in backward; DTensor keeps it). A row-parallel matmul's output is
     a whole partial sum before its reduce-scatter. `kernels='fused'` is a compiled block (minimal saves);
-    'eager' is model/llama.py as written (fp32 RMSNorm copies, k and v repeated to all heads for GQA).
+    'eager' is model/llama.py as written (fp32 RMSNorm copies; GQA inside SDPA, so k and v are not repeated).
     """
     if attention not in ("flash", "eager"):
         raise UserError(f"attention must be flash or eager, got {attention!r}")
@@ -137,10 +137,7 @@ def activation_items(args: ModelArgs, seq_len: int, micro_batch: int, tp: int = 
         items = [("layer input (checkpoint input)", h * c / seq, frozenset({"selective", "full"})),
                  *_norm_items("attention norm", h, c, seq, kernels, na)]
     items += [("wq/wk/wv input (gathered)", h * c / gath, na), ("q", h * c / tp, nas)]
-    if kernels == "eager" and hkv < h:  # SDPA keeps k and v after repeat_interleave to every head
-        items += [("k, v", 2 * hkv * c / tp, sel), ("k, v repeated to all heads (eager GQA)", 2 * h * c / tp, na)]
-    else:
-        items += [("k, v", 2 * hkv * c / tp, nas)]
+    items += [("k, v", 2 * hkv * c / tp, nas)]  # GQA inside SDPA (enable_gqa): k, v are not repeated
     items += [
         ("attention output (wo input)", h * c / tp, nas),
         ("wo output (whole before its reduce-scatter)", h * c, sel),

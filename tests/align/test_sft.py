@@ -14,7 +14,7 @@ def _sft_cmd(init, data, out, *extra):
     return [sys.executable, "-m", "llamaforge", "sft", "--config", "configs/sft/tiny.toml", "--init", str(init),
             "--data.path", str(data), "--out", str(out), "--train.steps=6", "--train.batch_size=4",
             "--train.micro_batch=2", "--train.seq_len=128", "--checkpoint.every=2", "--logging.every=1",
-            "--logging.eval_every=0", "--logging.progress=false", "--train.threads=1", *extra]
+            "--logging.eval_every=0", "--logging.progress=false", "--train.threads=1", "--optim.warmup_steps=1", *extra]
 
 
 def _losses(out):

@@ -167,3 +167,20 @@ def test_shipped_tiny_config_runs_with_tp2(setup):
     from llamaforge.checkpoint import load_model
 
     assert load_model(out / "final").args.n_kv_heads == 2
+
+
+@pytest.mark.slow
+def test_2d_mesh_and_full_stack_match_single_process(setup):
+    """dp_shard=2 x tp=2 on 4 processes, and FSDP2 + selective checkpointing + compile on 2 (torchtitan's order)."""
+    d, cfg, data, _ = setup
+    five = ("--train.steps=5", "--checkpoint.every=0", "--checkpoint.final=false")
+    if not (d / "single5").exists():
+        launch(1, d / "single5", cfg, data, *five)
+    want = losses(d / "single5")
+    launch(4, d / "mesh2d", cfg, data, "--parallel.dp_shard=2", "--parallel.tp=2", *five)
+    launch(2, d / "stack", cfg, data, "--parallel.dp_shard=2", "--parallel.activation_checkpointing=selective",
+           "--parallel.compile=true", *five)
+    for name in ("mesh2d", "stack"):
+        got = losses(d / name)
+        for s in want:
+            assert got[s] == pytest.approx(want[s], rel=1e-4), (name, s)

@@ -62,7 +62,7 @@ def test_checkpointing_order():
     # without compile the model keeps more for none, the same once the block is checkpointed
     k = {c: {mode: training_memory(L70, checkpointing=mode, kernels=c).activations for mode in ("none", "selective")}
          for c in ("fused", "eager")}
-    assert k["eager"]["none"] > 1.2 * k["fused"]["none"]
+    assert k["eager"]["none"] > 1.1 * k["fused"]["none"]  # fp32 RMSNorm copies
     assert k["eager"]["selective"] == pytest.approx(k["fused"]["selective"], rel=0.01)  # the final norm differs
     # full keeps one input per layer (2sbh) plus the loss's tensors
     assert m["full"] < 2 * GIB

@@ -164,3 +164,15 @@ def test_loader_errors(tmp_path):
         PretrainLoader([Source(a)], seq_len=4, batch_size=3, micro=2)
     with pytest.raises(UserError, match="not a token shard directory"):
         TokenShards(tmp_path)
+
+
+def test_tokenize_parquet(tmp_path, tokenizer_path, tokenizer):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"text": ["alpha beta", "gamma"], "id": [1, 2]}), tmp_path / "d.parquet")
+    stats = tokenize_files([tmp_path / "d.parquet"], tokenizer_path, tmp_path / "o", val_fraction=0,
+                           progress=False)
+    toks = TokenShards(tmp_path / "o" / "train").read(0, stats["train_tokens"])
+    docs = np.split(toks, np.where(toks == tokenizer.eos_id)[0] + 1)[:-1]
+    assert stats["train_docs"] == 2 and [tokenizer.decode(d[1:-1]) for d in docs] == ["alpha beta", "gamma"]

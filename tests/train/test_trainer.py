@@ -179,3 +179,24 @@ def test_cli_errors_are_user_errors(tmp_path, tiny_toml, capsys):
     with pytest.raises(SystemExit):
         main(["data", "tokenize", "--help"])
     assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_fused_cross_entropy_matches_plain(dtype):
+    from llamaforge.train.losses import can_fuse, lm_cross_entropy
+
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs(vocab_size=1000, **ARGS))
+    model.init_weights()
+    x = torch.randint(0, 1000, (3, 41))
+    grads, losses_ = [], []
+    for fused in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss = lm_cross_entropy(model, x[:, :-1], x[:, 1:], fused=fused)
+        loss.backward()
+        losses_.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    tol = 1e-5 if dtype is None else 2e-2
+    assert can_fuse(model) and losses_[0] == pytest.approx(losses_[1], rel=tol / 10)
+    assert torch.allclose(grads[0], grads[1], rtol=tol, atol=tol * 1e-2)

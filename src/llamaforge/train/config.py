@@ -59,6 +59,7 @@ class TrainSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    fused_loss: bool = True  # chunked output projection + cross-entropy when the head is unsharded
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "seq_len"):

@@ -9,12 +9,12 @@ FSDP2 / tensor parallel as `[parallel]` says.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from llamaforge.config import dump_toml, load_config
 from llamaforge.data.loader import PretrainLoader, Source, ValBatches
@@ -25,6 +25,7 @@ from llamaforge.model.args import ModelArgs
 from llamaforge.model.llama import Transformer
 from llamaforge.train import parallel as par
 from llamaforge.train.config import PretrainConfig
+from llamaforge.train.losses import lm_cross_entropy
 from llamaforge.train.trainer import Trainer
 
 EPILOG = """examples:
@@ -35,12 +36,10 @@ EPILOG = """examples:
 Running the same command again resumes from the newest complete checkpoint in OUT/checkpoints."""
 
 
-def lm_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Mean next-token cross-entropy over a [B, T + 1] window batch (fp32 logits)."""
+def lm_loss(model: torch.nn.Module, batch: dict[str, Any], fused: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Mean next-token cross-entropy over a [B, T + 1] window batch (fp32 softmax; train/losses.py)."""
     tokens = batch["tokens"]
-    x, y = tokens[:, :-1], tokens[:, 1:]
-    logits = model(x)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), {}
+    return lm_cross_entropy(model, tokens[:, :-1], tokens[:, 1:], fused), {}
 
 
 def data_sources(cfg: PretrainConfig) -> list[Source]:
@@ -152,7 +151,8 @@ def run(cfg: PretrainConfig, out: str | Path) -> dict[str, Any]:
             save_native(sd, path, tokenizer=tok, args=args, metadata={"trained_by": "llamaforge pretrain"})
 
         model = build_model(args, cfg, info)
-        trainer = Trainer(model, lm_loss, loader, cfg, out, info, eval_fn=eval_fn,
+        loss_fn = functools.partial(lm_loss, fused=cfg.train.fused_loss)
+        trainer = Trainer(model, loss_fn, loader, cfg, out, info, eval_fn=eval_fn,
                           flops_per_token=args.flops_per_token(cfg.train.seq_len), final_fn=final_fn,
                           init_fn=lambda m: m.init_weights(buffer_device=info.device), command="pretrain",
                           inputs=[s.path for s in sources],
