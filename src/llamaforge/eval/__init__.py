@@ -1,2 +1,2 @@
 """Evaluation: perplexity, the lm-evaluation-harness bridge, the safety and bias suite of the
-papers, model-based comparison and red teaming. See docs/readme/eval.md."""
+papers, model-based comparison and red teaming. See docs/guide/eval.md."""
