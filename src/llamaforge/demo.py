@@ -29,6 +29,7 @@ class Demo:
     corpus_mb: float = 6.0
     vocab_size: int = 4096
     threads: int = 0
+    full: bool = False  # the whole Llama 2 pipeline: add the world's skill text, then the alignment stages
     results: dict[str, Any] = field(default_factory=dict)
 
     def dir(self, stage: str) -> Path:
@@ -56,7 +57,14 @@ def stage_corpus(d: Demo) -> dict[str, Any]:
                     continue
                 f.write(json.dumps({"text": text, "path": str(p.relative_to(stdlib_dir()))}) + "\n")
                 n += 1
-        write_manifest(tmp, "demo corpus", {"corpus_mb": d.corpus_mb}, [], docs=n)
+            if d.full:  # the world's skill questions with answers, so the base model knows the task formats
+                from llamaforge.align.world import skill_text
+
+                lines = skill_text(0, 30000)
+                for i in range(0, len(lines), 50):
+                    f.write(json.dumps({"text": "\n".join(lines[i:i + 50]), "path": "world-skills"}) + "\n")
+                    n += 1
+        write_manifest(tmp, "demo corpus", {"corpus_mb": d.corpus_mb, "full": d.full}, [], docs=n)
     return {"docs": n}
 
 
@@ -143,9 +151,17 @@ STAGES: list[Stage] = [
 ]
 
 
+def stages(d: Demo) -> list[Stage]:
+    if not d.full:
+        return STAGES
+    from llamaforge.align.pipeline import demo_stages
+
+    return STAGES + demo_stages(Stage)
+
+
 def run_demo(d: Demo, only: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
-    for st in STAGES:
+    for st in stages(d):
         if only and st.name not in only:
             continue
         done = d.dir(st.name) / "manifest.json"
@@ -169,8 +185,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--corpus-mb", type=float, default=6.0, help="megabytes of stdlib source to use")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--only", nargs="*", help=f"run only these stages: {', '.join(s.name for s in STAGES)}")
+    p.add_argument("--full", action="store_true",
+                   help="the whole Llama 2 pipeline: pretraining on stdlib + the world's skill text, then SFT, "
+                        "GAtt, reward models, rejection sampling, PPO and a report table")
     a = p.parse_args(argv)
-    d = Demo(Path(a.out), steps=a.steps, corpus_mb=a.corpus_mb, threads=a.threads)
+    d = Demo(Path(a.out), steps=a.steps, corpus_mb=a.corpus_mb, threads=a.threads, full=a.full)
     res = run_demo(d, a.only)
     pre = res.get("pretrain") or {}
     if pre.get("val_loss_first") is not None:

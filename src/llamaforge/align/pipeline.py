@@ -161,3 +161,113 @@ def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world:
                                   "instruction_obedience", "mean_reward")} | {
         "kl_last": rows[-1]["kl"] if rows else None, "kl_max": max((r["kl"] for r in rows), default=None),
         "reward_first": rows[0]["reward"] if rows else None, "reward_last": rows[-1]["reward"] if rows else None}
+
+
+# -- the demo's alignment stages ----------------------------------------------------------------------
+# Seconds each stage is planned to take on 2 idle CPU cores (printed as the stage's budget).
+BUDGET_S = {"world": 1, "sft": 120, "gatt": 150, "rm_helpful": 60, "rm_safety": 40, "rs": 150, "ppo": 120,
+            "report": 5}
+
+
+def _save_result(out: Path, name: str, res: dict[str, Any]) -> dict[str, Any]:
+    from llamaforge.io import atomic_write_json, write_manifest
+
+    atomic_write_json(out / "result.json", res)
+    if not (out / "manifest.json").exists():
+        write_manifest(out, f"demo {name}", None, [], result=res)
+    return res
+
+
+def _result(d: Any, name: str) -> dict[str, Any]:
+    f = d.dir(name) / "result.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def demo_stages(stage_cls: Any, b: AlignBudget | None = None) -> list[Any]:
+    """SFT -> GAtt -> reward models -> rejection sampling -> PPO -> report, as demo stages."""
+    b = b or AlignBudget()
+
+    def world(d):
+        return stage_world(d.dir("world"), b)
+
+    def sft(d):
+        b.threads = d.threads
+        base = _world_eval(d.dir("pretrain") / "final", d.dir("world"), b.eval_prompts)
+        res = stage_sft(d.dir("sft"), d.dir("pretrain") / "final", d.dir("world"), b)
+        return _save_result(d.dir("sft"), "sft", res | {"base": base})
+
+    def gatt(d):
+        return _save_result(d.dir("gatt"), "gatt", stage_gatt(d.dir("gatt"), d.dir("sft") / "final", d.dir("world"), b))
+
+    def rm(kind, prefs):
+        def run(d):
+            name = f"rm_{kind}"
+            return _save_result(d.dir(name), name, stage_reward(d.dir(name), d.dir("sft") / "final",
+                                                                d.dir("world") / prefs, kind, b))
+        return run
+
+    def rs(d):
+        res = stage_rs(d.dir("rs"), d.dir("sft") / "final", d.dir("rm_helpfulness") / "final",
+                       d.dir("rm_safety") / "final", d.dir("world"), b)
+        return _save_result(d.dir("rs"), "rs", res)
+
+    def ppo(d):
+        res = stage_ppo(d.dir("ppo"), d.dir("rs") / "final", d.dir("sft") / "final",
+                        d.dir("rm_helpfulness") / "final", d.dir("rm_safety") / "final", d.dir("world"), b)
+        return _save_result(d.dir("ppo"), "ppo", res)
+
+    def report(d):
+        from llamaforge.io import atomic_write_text
+
+        md = report_table(d)
+        d.dir("report").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d.dir("report") / "report.md", md)
+        print(md)
+        return _save_result(d.dir("report"), "report", {"table": md})
+
+    return [stage_cls("world", world, "the built-in alignment world"),
+            stage_cls("sft", sft, "supervised fine-tuning on the world's chats"),
+            stage_cls("gatt", gatt, "Ghost Attention: synthesize, fine-tune, retention"),
+            stage_cls("rm_helpfulness", rm("helpfulness", "prefs_helpful.jsonl"), "helpfulness reward model"),
+            stage_cls("rm_safety", rm("safety", "prefs_safety.jsonl"), "safety reward model"),
+            stage_cls("rs", rs, "rejection sampling (best of K, fine-tune)"),
+            stage_cls("ppo", ppo, "PPO with the safety-gated reward"),
+            stage_cls("report", report, "one table, a row per stage")]
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "-"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "-"
+
+
+def report_table(d: Any) -> str:
+    """Val loss, RM accuracy by rating, held-out reward, skill accuracy, unsafe compliance, false
+    refusals, GAtt retention: one row per stage, from each stage's result.json."""
+    pre = json.loads((d.dir("pretrain") / "manifest.json").read_text()).get("summary", {}) \
+        if (d.dir("pretrain") / "manifest.json").is_file() else {}
+    sft, gatt, rs, ppo = (_result(d, n) for n in ("sft", "gatt", "rs", "ppo"))
+    rms = {k: _result(d, f"rm_{k}") for k in ("helpfulness", "safety")}
+    rows = ["| stage | val loss | RM accuracy (sig / better / slight / negl) | held-out reward | skill accuracy | "
+            "unsafe compliance | false refusals | GAtt retention at last turn (trained / held-out) |",
+            "|---|---|---|---|---|---|---|---|"]
+
+    def world_cells(r: dict) -> str:
+        return f"{_pct(r.get('skill_accuracy'))} | {_pct(r.get('unsafe_compliance'))} | {_pct(r.get('false_refusal'))}"
+
+    base = sft.get("base", {})
+    rows.append(f"| pretrain | {_num(pre.get('val_loss'))} | - | - | {world_cells(base)} | - |")
+    rows.append(f"| sft | {_num(sft.get('val_loss'))} | - | {_num(rs.get('eval_reward_start'))} | {world_cells(sft)} | "
+                f"{' / '.join(_pct(v) for v in (gatt.get('retention_before') or {}).values()) or '-'} |")
+    rows.append(f"| gatt | - | - | - | {world_cells(gatt)} | "
+                f"{' / '.join(_pct(v) for v in (gatt.get('retention_after') or {}).values()) or '-'} |")
+    for k, r in rms.items():
+        acc = r.get("accuracy_by_rating") or {}
+        per = " / ".join(_pct(v) for v in acc.values())
+        rows.append(f"| reward model ({k}) | - | {_pct(r.get('accuracy'))} ({per}) | - | - | - | - | - |")
+    rows.append(f"| rejection sampling | - | - | {_num(rs.get('eval_reward'))} | {world_cells(rs)} | - |")
+    rows.append(f"| ppo (KL {_num(ppo.get('kl_last'))}) | - | - | {_num(ppo.get('eval_reward'))} | "
+                f"{world_cells(ppo)} | - |")
+    return "\n".join(rows) + "\n"

@@ -5,7 +5,7 @@ load_state_dict, so resume is exact), `loss_fn(model, batch) -> (loss, metrics)`
 `eval_fn(model) -> metrics`. The Trainer owns everything else: parallelism (train/parallel.py),
 AdamW and its schedule, gradient accumulation and clipping, bf16 autocast, checkpoints (DCP,
 resumed from the newest complete one), metrics, plots, NaN stops, the final native checkpoint and
-the manifest. See docs/readme/train.md, "Writing a recipe".
+the manifest. See docs/guide/train.md, "Writing a recipe".
 """
 
 from __future__ import annotations
