@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/llamaforge demo --out runs/demo
+	$(VENV)/bin/llamaforge demo --full --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
