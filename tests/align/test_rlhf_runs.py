@@ -28,7 +28,7 @@ def test_rejection_sampling_iterations(tmp_path, tiny_checkpoint, rm_dir, world_
             "--prompts", str(world_dir / "prompts_train.jsonl"),
             "--eval-prompts", str(world_dir / "prompts_eval.jsonl"), "--eval-count", "6", "--limit", "8",
             "--out", str(out), "--k", "3", "--iterations", "2", "--max-new-tokens", "8",
-            "--sweep-temperatures", "0.7,1.3", "--sft.train.batch_size=4", "--sft.train.micro_batch=4",
+            "--sweep-temperatures", "0.7,1.3", "--sft.train.batch_size=2", "--sft.train.micro_batch=2",
             "--sft.train.seq_len=128", "--sft.data.epochs=1", "--sft.logging.progress=false", "--sft.optim.lr=1e-3"]
     assert main(argv) == 0
     rows = json.loads((out / "rs.json").read_text())

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from llamaforge.checkpoint import load_model
 
@@ -31,11 +32,23 @@ def uninterrupted(tmp_path_factory, tiny_checkpoint, world_dir):
     return out
 
 
-def test_sft_trains_and_writes_final(uninterrupted, tiny_checkpoint):
+def test_sft_trains_and_writes_final(uninterrupted, tiny_checkpoint, world_dir):
     losses = _losses(uninterrupted)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
-    assert losses[6] < losses[1]  # lr 1e-3 on answer tokens: the loss falls within six steps
     m = load_model(uninterrupted / "final")
+    # Six steps at lr 1e-3 lower the answer-token loss on the training data (single batches are too noisy).
+    from llamaforge.align.sft import make_loss
+    from llamaforge.checkpoint import find_tokenizer
+    from llamaforge.data.chat import collate, encode_sft_file, pack
+
+    tok = find_tokenizer(tiny_checkpoint)
+    rows = pack(encode_sft_file(world_dir / "sft.jsonl", tok, 128)[:64], 128, "isolated")
+    batch = collate(rows)
+    loss_fn = make_loss("isolated")
+    with torch.no_grad():
+        before, _ = loss_fn(load_model(tiny_checkpoint).eval(), batch)
+        after, _ = loss_fn(m.eval(), batch)
+    assert after < before - 0.05, (before, after)
     assert (uninterrupted / "final" / "tokenizer.model").read_bytes() == \
         (tiny_checkpoint / "tokenizer.model").read_bytes()
     man = json.loads((uninterrupted / "manifest.json").read_text())
