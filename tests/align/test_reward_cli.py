@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -161,13 +162,18 @@ def test_annotation_page_in_headless_chromium(tmp_path, tasks):
         document.title='DONE';}); return orig(b);};
       document.getElementById('download').click();});</script></body>"""
     (tmp_path / "p.html").write_text(page.replace("</body>", driver))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+           "--virtual-time-budget=10000", "--dump-dom", f"file://{tmp_path / 'p.html'}"]
+    # Its own process group, so that on a timeout the renderer children die too (they hold the pipes).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--disable-component-update", "--disable-sync", "--no-first-run",
-                            f"--user-data-dir={tmp_path / 'ud'}", "--virtual-time-budget=10000",
-                            "--dump-dom", f"file://{tmp_path / 'p.html'}"], capture_output=True, text=True, timeout=120)
+        out, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:  # seen on a loaded machine: the browser, not the page, hangs
-        pytest.skip("headless Chromium did not finish within 120 s")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.skip("headless Chromium did not finish within 90 s")
+    r = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     dom = r.stdout
     assert '<pre id="out">' in dom, r.stderr[-1000:]
     import html
