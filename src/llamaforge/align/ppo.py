@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from llamaforge.align.rewards import CombinedReward, RunningMoments, token_rewards
+from llamaforge.data.chat import seeded_permutation
 
 
 # -- the math (unit-tested against hand computations) ----------------------------------------------
@@ -146,9 +147,7 @@ class Rollouts:
         g = it * k
         while len(out) < k:
             epoch, i = divmod(g, n)
-            perm = list(range(n))
-            random.Random(self.cfg.seed * 104_729 + epoch).shuffle(perm)
-            out.append(perm[i])
+            out.append(seeded_permutation(n, self.cfg.seed * 104_729 + epoch)[i])
             g += 1
         return out
 

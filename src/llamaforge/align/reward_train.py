@@ -26,7 +26,7 @@ from llamaforge.align.reward import (
     save_reward_model,
 )
 from llamaforge.config import dump_toml
-from llamaforge.data.chat import RATINGS, PrefPair, load_pref_pairs
+from llamaforge.data.chat import RATINGS, PrefPair, load_pref_pairs, seeded_permutation
 from llamaforge.errors import UserError
 from llamaforge.io import atomic_write_json, atomic_write_text
 from llamaforge.train import parallel as par
@@ -114,9 +114,7 @@ class PairBatches:
 
     def _item(self, g: int) -> dict[str, Any]:
         epoch, i = divmod(g, len(self.items))
-        perm = list(range(len(self.items)))
-        random.Random(self.seed * 7_919 + epoch).shuffle(perm)
-        return self.items[perm[i]]
+        return self.items[seeded_permutation(len(self.items), self.seed * 7_919 + epoch)[i]]
 
     def __iter__(self) -> PairBatches:
         return self

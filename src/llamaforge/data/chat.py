@@ -8,10 +8,11 @@ itself, positions restarting: block-diagonal causal attention; the default).
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,14 @@ def packing_efficiency(rows: list[dict[str, list[int]]]) -> float:
     return sum(sum(1 for d in r["docs"] if d >= 0) for r in rows) / max(total, 1)
 
 
+@functools.lru_cache(maxsize=8)
+def seeded_permutation(n: int, seed: int) -> tuple[int, ...]:
+    """range(n) shuffled by random.Random(seed); cached, so serving an epoch costs one shuffle."""
+    perm = list(range(n))
+    random.Random(seed).shuffle(perm)
+    return tuple(perm)
+
+
 def collate(rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([r[k] for r in rows], dtype=torch.long) for k in rows[0]}
 
@@ -194,7 +203,6 @@ class EpochBatches:
     world_size: int = 1
     limit: int | None = None
     position: int = 0  # global rows served
-    _perm: tuple[int, list[int]] | None = field(default=None, repr=False)
 
     @property
     def total(self) -> int:
@@ -203,11 +211,7 @@ class EpochBatches:
 
     def _row(self, g: int) -> dict[str, list[int]]:
         epoch, i = divmod(g, len(self.rows))
-        if self._perm is None or self._perm[0] != epoch:
-            perm = list(range(len(self.rows)))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(perm)
-            self._perm = (epoch, perm)
-        return self.rows[self._perm[1][i]]
+        return self.rows[seeded_permutation(len(self.rows), self.seed * 1_000_003 + epoch)[i]]
 
     def __iter__(self) -> EpochBatches:
         return self
