@@ -41,6 +41,7 @@ class Stage:
     name: str
     run: Callable[[Demo], dict[str, Any]]
     about: str
+    budget_s: float = 0.0  # planned seconds on 2 idle CPU cores (the progress display's ETA)
 
 
 def stage_corpus(d: Demo) -> dict[str, Any]:
@@ -143,11 +144,11 @@ def stage_sample(d: Demo) -> dict[str, Any]:
 
 
 STAGES: list[Stage] = [
-    Stage("corpus", stage_corpus, "the Python standard library's sources as JSONL documents"),
-    Stage("tokenizer", stage_tokenizer, "SentencePiece BPE with LLaMA's settings"),
-    Stage("shards", stage_tokenize, "token shards with a held-out validation split"),
-    Stage("pretrain", stage_pretrain, "pretrain a tiny LLaMA (resumable)"),
-    Stage("sample", stage_sample, "generate from the pretrained model"),
+    Stage("corpus", stage_corpus, "the Python standard library's sources as JSONL documents", 10),
+    Stage("tokenizer", stage_tokenizer, "SentencePiece BPE with LLaMA's settings", 10),
+    Stage("shards", stage_tokenize, "token shards with a held-out validation split", 10),
+    Stage("pretrain", stage_pretrain, "pretrain a tiny LLaMA (resumable)", 150),
+    Stage("sample", stage_sample, "generate from the pretrained model", 5),
 ]
 
 
@@ -159,21 +160,48 @@ def stages(d: Demo) -> list[Stage]:
     return STAGES + demo_stages(Stage)
 
 
+def clock(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
+def read_timings(out: Path) -> dict[str, dict[str, float]]:
+    f = out / "timings.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def run_demo(d: Demo, only: list[str] | None = None) -> dict[str, Any]:
+    """Run the stages in order; the progress line names the stage, its budget and the ETA of the rest
+    (the remaining budget scaled by how this machine has kept to the budget so far)."""
+    from llamaforge.io import atomic_write_json
+
     t0 = time.time()
-    for st in stages(d):
-        if only and st.name not in only:
-            continue
+    plan = [st for st in stages(d) if not only or st.name in only]
+    total = sum(st.budget_s for st in plan)
+    print(f"llamaforge demo: {len(plan)} stages, budget {clock(total)} on 2 idle CPU cores "
+          f"({', '.join(f'{st.name} {st.budget_s:.0f}s' for st in plan)})", flush=True)
+    d.out.mkdir(parents=True, exist_ok=True)
+    timings = read_timings(d.out)
+    spent = planned = 0.0
+    for i, st in enumerate(plan, 1):
         done = d.dir(st.name) / "manifest.json"
         if done.exists() and st.name != "pretrain":
-            print(f"[{st.name}] done already ({done})")
+            print(f"[{i}/{len(plan)} {st.name}] done already ({done})")
             continue
-        print(f"[{st.name}] {st.about}", flush=True)
+        pace = min(3.0, max(0.5, spent / planned)) if planned else 1.0
+        left = sum(s.budget_s for s in plan[i - 1:]) * pace
+        print(f"[{i}/{len(plan)} {st.name}] {st.about} | budget {st.budget_s:.0f}s | elapsed "
+              f"{clock(time.time() - t0)} | ETA {clock(left)}", flush=True)
         t = time.time()
         d.results[st.name] = st.run(d)
-        print(f"[{st.name}] {json.dumps(d.results[st.name], default=str)[:400]} ({time.time() - t:.0f}s)", flush=True)
+        dt = time.time() - t
+        spent, planned = spent + dt, planned + st.budget_s
+        timings[st.name] = {"seconds": dt, "budget_s": st.budget_s}
+        atomic_write_json(d.out / "timings.json", timings)
+        over = f"; over its budget of {st.budget_s:.0f}s (a busy or slower machine?)" \
+            if st.budget_s and dt > 1.5 * st.budget_s + 5 else ""
+        print(f"[{st.name}] {json.dumps(d.results[st.name], default=str)[:400]} ({dt:.0f}s{over})", flush=True)
     write_manifest(d.out, "demo", {"steps": d.steps, "corpus_mb": d.corpus_mb, "vocab_size": d.vocab_size}, [],
-                   time.time() - t0, stages=d.results)
+                   time.time() - t0, stages=d.results, timings=timings, budget_s=total)
     return d.results
 
 

@@ -72,6 +72,12 @@ def evaluate(model, tok, reward: CombinedReward, records: list[dict], max_new_to
     return out
 
 
+def iteration_dirs(out: Path, state: dict[str, Any]) -> list[Path]:
+    """The iterations' run directories (each with its SFT manifest): inputs of the RS manifest, so a model
+    card follows the lineage through every iteration and counts its compute."""
+    return [out / f"iter_{i}" for i in range(1, state["done"] + 1)]
+
+
 def run_rs(*, policy_path: str, reward_for: Any, tok, train_records: list[dict], eval_records: list[dict],
            out: Path, cfg: RSConfig, sft_config: Any, teacher_path: str | None = None,
            log=print) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def rs_report(rows: list[dict]) -> str:
 
 def rs_main(argv: list[str]) -> int:
     from llamaforge.align.ppo_train import build_reward, split_prompts
-    from llamaforge.align.rejection_sampling import RSConfig, run_rs
+    from llamaforge.align.rejection_sampling import RSConfig, iteration_dirs, run_rs
     from llamaforge.align.sft import SFTConfig
     from llamaforge.checkpoint import find_tokenizer
 
@@ -151,8 +151,8 @@ def rs_main(argv: list[str]) -> int:
     atomic_write_json(out / "rs.json", rows)
     atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(rows))
     _plot_rs(rows, out / "plots" / "rs.png")
-    write_manifest(out, "rlhf rs", {**vars(a), "sft": sft_cfg}, [a.policy, a.prompts], time.time() - t0,
-                   iterations=rows)
+    write_manifest(out, "rlhf rs", {**vars(a), "sft": sft_cfg}, [a.policy, a.prompts, *iteration_dirs(out, state)],
+                   time.time() - t0, iterations=rows)
     print(rs_report(rows))
     return 0
 
