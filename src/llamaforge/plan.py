@@ -67,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--reward-models", type=int, default=2, help="frozen reward models (default 2: helpful, safety)")
     r.add_argument("--value", choices=["separate", "shared"], default="separate")
     r.add_argument("--ppo-prompts", type=int, default=512, help="prompts per PPO iteration (default 512)")
+    r.add_argument("--ppo-frozen", choices=["sharded", "replicated"], default="sharded",
+                   help="reference and reward models sharded like the policy (rlhf ppo's default) or a copy per "
+                        "rank (--ppo.shard_frozen=false)")
     s = p.add_argument_group("scaling law")
     s.add_argument("--budget", type=float, help="training compute budget in FLOPs")
     s.add_argument("--target-params", type=float, help="target model size (with --target-tokens)")
@@ -129,7 +132,7 @@ def run(a: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             pr = ppo_memory(args, dp_shard=dp, tp=tp, seq_len=seq_len, micro_batch=a.micro_batch,
                             checkpointing=ckpt, precision=a.precision, value=a.value,
                             reward_models=a.reward_models, prompts_per_iteration=a.ppo_prompts, kernels=a.kernels,
-                            gpu_memory_gib=gpu.memory_gib)
+                            gpu_memory_gib=gpu.memory_gib, frozen=a.ppo_frozen)
             out["ppo"] = pr
             lines += ppo_lines(a.preset, pr) + [""]
     elif a.ppo:

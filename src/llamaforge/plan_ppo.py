@@ -42,18 +42,22 @@ def _forward_working_set(args: ModelArgs, seq_len: int, micro_batch: int, dp_sha
 def ppo_memory(policy: ModelArgs, *, dp_shard: int, tp: int = 1, seq_len: int | None = None, micro_batch: int = 1,
                checkpointing: str = "selective", precision: str = "bf16-mixed", value: str = "separate",
                reward_models: int = 2, critic: ModelArgs | None = None, prompts_per_iteration: int = 512,
-               gpu_memory_gib: float | None = None, gen_batch: int | None = None, kernels: str = "fused"
-               ) -> dict[str, Any]:
+               gpu_memory_gib: float | None = None, gen_batch: int | None = None, kernels: str = "fused",
+               frozen: str = "sharded") -> dict[str, Any]:
     """Per-rank memory of each model and each phase of a PPO iteration, in GiB.
 
     `critic` is the shape of the value and reward models (default: the policy's; Llama 2 initialises
     them from chat models of the same size). `value='shared'` puts the value head on the policy (no
     separate value model). `gen_batch` is the number of rollouts generated at once per rank; when None
     and `gpu_memory_gib` is given, the largest that fits is chosen (at most the rank's share of
-    `prompts_per_iteration`; Llama 2 used 512 prompts per iteration).
+    `prompts_per_iteration`; Llama 2 used 512 prompts per iteration). `frozen='replicated'` keeps a
+    whole copy of the reference and reward models on every rank (`rlhf ppo --ppo.shard_frozen=false`)
+    instead of sharding them over dp_shard like the policy (the default, `shard_frozen=true`).
     """
     if value not in ("separate", "shared"):
         raise UserError(f"value must be separate or shared, got {value!r}")
+    if frozen not in ("sharded", "replicated"):
+        raise UserError(f"frozen must be sharded or replicated, got {frozen!r}")
     if reward_models < 0:
         raise UserError(f"reward_models must be >= 0, got {reward_models}")
     critic = critic or policy
@@ -66,15 +70,16 @@ def ppo_memory(policy: ModelArgs, *, dp_shard: int, tp: int = 1, seq_len: int | 
     trained = [("policy", training_memory(policy, **kw))]
     if value == "separate":
         trained.append(("value", training_memory(critic, **kw)))
-    frozen = [("reference", training_memory(policy, **kw, trainable=False))]
+    fkw = {**kw, "dp_shard": 1} if frozen == "replicated" else kw
+    held = [("reference", training_memory(policy, **fkw, trainable=False))]
     names = ["helpfulness", "safety"] if reward_models == 2 else [str(i + 1) for i in range(reward_models)]
-    frozen += [(f"reward ({nm})", training_memory(critic, **kw, trainable=False)) for nm in names]
+    held += [(f"reward ({nm})", training_memory(critic, **fkw, trainable=False)) for nm in names]
 
     models = []
     for name, est in trained:
         models.append({"model": name, "trainable": True, "params": est.config["params"],
                        "resident_gib": (est.params + est.master + est.optimizer) / GIB, "grads_gib": est.grads / GIB})
-    for name, est in frozen:
+    for name, est in held:
         models.append({"model": name, "trainable": False, "params": est.config["params"],
                        "resident_gib": est.params / GIB, "grads_gib": 0.0})
     resident = sum(m["resident_gib"] for m in models) * GIB
@@ -105,7 +110,7 @@ def ppo_memory(policy: ModelArgs, *, dp_shard: int, tp: int = 1, seq_len: int | 
     out: dict[str, Any] = {
         "config": {"policy_params": policy.num_params(), "critic_params": critic.num_params(), "dp_shard": dp_shard,
                    "tp": tp, "seq_len": seq_len, "micro_batch": micro_batch, "checkpointing": checkpointing,
-                   "precision": prec.name, "value": value, "reward_models": reward_models,
+                   "precision": prec.name, "value": value, "reward_models": reward_models, "frozen": frozen,
                    "prompts_per_iteration": prompts_per_iteration},
         "models": models,
         "phases": {k: {**{kk: vv / GIB for kk, vv in v.items()}, "total": totals[k] / GIB} for k, v in phases.items()},

@@ -5,10 +5,13 @@ a per-token head); the Trainer optimises both. `Rollouts` is the Trainer's batch
 buffer is empty it samples answers with the current policy (batched KV-cache generation), scores
 them with the combined reward, computes per-token KL against the frozen reference, advantages
 with GAE, and then serves the buffer as micro-batches (one optimizer step per minibatch).
+Under torchrun, `comm` (align/ppo_dist.py) splits the prompts over ranks, gathers the policy once
+per generation phase and exchanges the scored rows; `Local` is the one-process identity.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +84,10 @@ class PPOModel(nn.Module):
         blocks.update({f"value_{k}": b for k, b in self.value.layers.items()})
         return nn.ModuleDict(blocks)
 
+    def fsdp_children(self) -> list[nn.Module]:
+        """FSDP units of their own (train/parallel.py): the policy alone is gathered for generation."""
+        return [self.policy, self.value]
+
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy logits [B, L, V], values [B, L]) for right-padded prompt+response ids."""
         return self.policy(ids), self.value.values(ids)
@@ -91,7 +98,10 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
-def ppo_loss_fn(clip: float = 0.2, vf_coef: float = 0.1):
+def ppo_loss_fn(clip: float = 0.2, vf_coef: float = 0.1, mean_over_ranks=None):
+    """mean_over_ranks(tensor) -> tensor: under torchrun, the logged metrics are averaged over the
+    ranks' micro-batches (the Trainer averages only the loss), so they equal one process's."""
+
     def loss_fn(model: PPOModel, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         logits, values = model(batch["ids"])
         logp = token_logprobs(logits, batch["ids"])
@@ -102,8 +112,11 @@ def ppo_loss_fn(clip: float = 0.2, vf_coef: float = 0.1):
             lp = torch.log_softmax(logits[:, :-1].float(), -1)
             entropy = masked_mean(-(lp.exp() * lp).sum(-1), m)
             approx_kl = masked_mean(0.5 * (logp - batch["old_logp"]) ** 2, m)
-        metrics = {"policy_loss": float(pl.detach()), "value_loss": float(vl.detach()), "clipfrac": float(clipfrac),
-                   "entropy": float(entropy), "approx_kl": float(approx_kl), **batch.get("stats", {})}
+        names = ("policy_loss", "value_loss", "clipfrac", "entropy", "approx_kl")
+        vals = torch.stack([pl.detach(), vl.detach(), clipfrac, entropy, approx_kl]).float()
+        if mean_over_ranks is not None:
+            vals = mean_over_ranks(vals)
+        metrics = {**dict(zip(names, vals.tolist())), **batch.get("stats", {})}
         return pl + vf_coef * vl, metrics
 
     return loss_fn
@@ -124,14 +137,34 @@ class RolloutConfig:
     seed: int = 0
     iterations: int = 200
     patience: int = 0  # early stop after this many evals without a better eval_reward (0 = never)
+    gen_batch: int = 64  # rollouts decoded at once per rank (the KV cache's rows)
+
+
+class Local:
+    """The one-process case of align/ppo_dist.py's `DistComm`: every rank-facing step is the identity."""
+
+    rank, world = 0, 1
+
+    def share(self, n: int) -> tuple[int, int]:
+        return 0, n
+
+    def generator(self, policy: nn.Module) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext(policy)
+
+    def gather_rows(self, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return rows
+
+    def serve(self, order: list[int], micro: int) -> list[int]:
+        return order
 
 
 class Rollouts:
     def __init__(self, model: PPOModel, ref: nn.Module, reward: CombinedReward, tokenizer,
-                 records: list[dict[str, Any]], prompts: list[Any], cfg: RolloutConfig):
+                 records: list[dict[str, Any]], prompts: list[Any], cfg: RolloutConfig, comm: Any = None):
         from llamaforge.generate import encode_prompt
 
         self.model, self.ref, self.reward, self.tok, self.cfg = model, ref, reward, tokenizer, cfg
+        self.comm = comm or Local()
         self.records, self.prompts = records, prompts
         self.prompt_ids = [encode_prompt(tokenizer, p)[0] for p in prompts]
         self.whitener = RunningMoments()
@@ -152,27 +185,49 @@ class Rollouts:
         return out
 
     @torch.no_grad()
-    def make_rollouts(self) -> None:
+    def _local_rows(self, idx: list[int], lo: int) -> dict[str, torch.Tensor]:
+        """Generate, score and evaluate this rank's prompts (global rows lo, lo + 1, ...)."""
         from llamaforge.generate import generate_ids
 
         cfg, it = self.cfg, self.iteration
-        idx = self._prompt_indices(it)
         prompts = [self.prompt_ids[i] for i in idx]
-        policy, value = self.model.policy, self.model.value
-        was = self.model.training
-        self.model.eval()
-        gen = generate_ids(policy, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                           top_p=cfg.top_p, stop_ids=[self.tok.eos_id], seed=cfg.seed * 1_000_003 + it * 9_973)
-        ids, _, resp = gen.concat(prompts)
-        dev = next(policy.parameters()).device
-        ids, resp = ids.to(dev), resp.to(dev)
-        logp = token_logprobs(policy(ids), ids)
-        ref_logp = token_logprobs(self.ref(ids), ids)
-        values = value.values(ids)[:, :-1]
-        mask = resp[:, 1:].float()
+        with self.comm.generator(self.model.policy) as gen_model:  # under FSDP: the policy gathered once
+            gen = generate_ids(gen_model, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                               top_p=cfg.top_p, stop_ids=[self.tok.eos_id], max_batch=cfg.gen_batch,
+                               seed=cfg.seed * 1_000_003 + it * 9_973 + lo)  # row i's seed: the same on any world
+        ids, attn, resp = gen.concat(prompts)
+        dev = next(self.model.parameters()).device
+        ids, attn, resp = ids.to(dev), attn.to(dev), resp.to(dev)
+        logp, ref_logp, values = (torch.zeros(ids.shape[0], ids.shape[1] - 1, device=dev) for _ in range(3))
+        for a in range(0, ids.shape[0], cfg.micro):  # micro-batches, each trimmed to its longest row
+            w = int(attn[a:a + cfg.micro].sum(1).max())
+            x = ids[a:a + cfg.micro, :w]
+            logits, v = self.model(x)  # through the FSDP root when sharded
+            logp[a:a + cfg.micro, :w - 1] = token_logprobs(logits, x)
+            del logits
+            ref_logp[a:a + cfg.micro, :w - 1] = token_logprobs(self.ref(x), x)
+            values[a:a + cfg.micro, :w - 1] = v[:, :-1]
         answers = [self.tok.decode(gen.row(i)).strip() for i in range(len(idx))]
         scored = self.reward.score([self.records[i] for i in idx], [self.prompts[i] for i in idx], answers)
-        raw = scored["score"]
+        rows = {"ids": ids, "mask": resp[:, 1:].float(), "logp": logp, "ref_logp": ref_logp,
+                "values": values, "raw": scored["score"], "length": gen.lengths.float()}
+        if "took_safety" in scored:
+            rows["took_safety"] = scored["took_safety"]
+        return rows
+
+    @torch.no_grad()
+    def make_rollouts(self) -> None:
+        cfg, it = self.cfg, self.iteration
+        idx = self._prompt_indices(it)
+        lo, hi = self.comm.share(len(idx))
+        was = self.model.training
+        self.model.eval()
+        # Every rank ends with the whole iteration in prompt order, so the reward whitening, GAE and
+        # advantage whitening below see exactly what one process sees.
+        rows = self.comm.gather_rows(self._local_rows(idx[lo:hi], lo))
+        ids, mask, logp, ref_logp = rows["ids"], rows["mask"], rows["logp"], rows["ref_logp"]
+        values, raw = rows["values"], rows["raw"].cpu()
+        dev = ids.device
         self.whitener.update(raw)
         score = self.whitener.whiten(raw).to(dev)
         rewards, kl = token_rewards(score, logp, ref_logp, mask, cfg.beta)
@@ -182,15 +237,17 @@ class Rollouts:
         self.buffer = {"ids": ids, "mask": mask, "old_logp": logp * mask, "old_values": values * mask,
                        "adv": adv, "returns": returns}
         self.last_stats = {"reward": float(raw.mean()), "kl": float(kl.mean()),
-                           "response_length": float(gen.lengths.float().mean()), "iteration": it + 1}
-        if "took_safety" in scored:
-            self.last_stats["safety_gated"] = float(scored["took_safety"].mean())
-        rows = list(range(len(idx)))
-        self.order = []
+                           "response_length": float(rows["length"].mean()), "iteration": it + 1}
+        if getattr(self.comm, "timings", None):  # seconds of the last generation phase (under torchrun)
+            self.last_stats.update({f"gen_{k}": v for k, v in self.comm.timings[-1].items()})
+        if "took_safety" in rows:
+            self.last_stats["safety_gated"] = float(rows["took_safety"].float().mean())
+        order: list[int] = []
         for e in range(cfg.ppo_epochs):
-            perm = rows[:]
+            perm = list(range(len(idx)))
             random.Random(cfg.seed * 7 + it * 31 + e).shuffle(perm)
-            self.order += perm
+            order += perm
+        self.order = self.comm.serve(order, cfg.micro)  # this rank's micro-batches of each minibatch
         self.iteration += 1
 
     def steps_per_iteration(self, batch_size: int) -> int:

@@ -45,6 +45,8 @@ class PPOSection:
     safety_threshold: float = 0.15
     patience: int = 0  # early stopping on held-out reward (evaluations without improvement)
     seed: int = 0
+    gen_batch: int = 64  # rollouts decoded at once per rank (KV cache rows; `llamaforge plan --ppo` sizes it)
+    shard_frozen: bool = True  # under torchrun: FSDP-shard the reference and reward models too (false: a copy per rank)
 
 
 @dataclass
@@ -113,11 +115,13 @@ def run_ppo(cfg: PPOConfig, out: str | Path) -> dict[str, Any]:
         raise UserError(f"{p.policy} has no tokenizer.model")
     info = par.init_distributed(cfg.parallel, cfg.train.device)
     try:
-        if info.world > 1:
-            raise UserError("rlhf ppo runs in one process in this version (generation and the four models "
-                            "on one device); launch it without torchrun")
+        if info.tp > 1:
+            raise UserError("rlhf ppo shards with FSDP only (parallel.dp_shard); parallel.tp must be 1")
         train_recs, eval_recs = split_prompts(p.prompts, p.eval_prompts, p.eval_count, p.seed)
         reward = build_reward(p.rm_helpful, p.rm_safety, p.reward_fns, p.safety_threshold)
+        for rm in (reward.rm_helpful, reward.rm_safety):
+            if rm is not None:
+                rm.to(info.device).requires_grad_(False)
         micro, _ = Trainer.layout(cfg, info)
         if p.prompts_per_iteration % cfg.train.batch_size:
             raise UserError(f"ppo.prompts_per_iteration {p.prompts_per_iteration} must be a multiple of "
@@ -133,7 +137,7 @@ def run_ppo(cfg: PPOConfig, out: str | Path) -> dict[str, Any]:
             atomic_write_text(out / "config.toml", dump_toml(cfg))
         torch.manual_seed(cfg.train.seed)
         policy = load_model(p.policy)
-        ref = load_model(p.ref or p.policy).eval()
+        ref = load_model(p.ref or p.policy).eval().to(info.device)
         for q in ref.parameters():
             q.requires_grad_(False)
         if p.value_init == "reward":
@@ -146,11 +150,25 @@ def run_ppo(cfg: PPOConfig, out: str | Path) -> dict[str, Any]:
             value = reward_model_from_lm(copy.deepcopy(policy))
         model = PPOModel(policy, value)
         rcfg = RolloutConfig(p.prompts_per_iteration, micro, p.ppo_epochs, p.max_new_tokens, p.temperature,
-                             p.top_p, p.beta, p.gamma, p.lam, p.seed, p.iterations, p.patience)
-        rollouts = Rollouts(model, ref, reward, tok, train_recs, [record_dialogue(r) for r in train_recs], rcfg)
+                             p.top_p, p.beta, p.gamma, p.lam, p.seed, p.iterations, p.patience, p.gen_batch)
+        comm = None
+        if info.world > 1:
+            from llamaforge.align import ppo_dist
+
+            gen_dtype = torch.bfloat16 if cfg.train.dtype == "bf16" and info.device.type == "cuda" else None
+            comm = ppo_dist.DistComm(info, cfg.train.batch_size, gen_dtype)
+            if p.shard_frozen:
+                ppo_dist.shard_frozen(ref, info)
+                for rm in {id(m): m for m in (reward.rm_helpful, reward.rm_safety) if m is not None}.values():
+                    ppo_dist.shard_frozen(rm, info)
+        rollouts = Rollouts(model, ref, reward, tok, train_recs, [record_dialogue(r) for r in train_recs], rcfg,
+                            comm)
 
         def eval_fn(m: PPOModel) -> dict[str, float]:
-            res = evaluate(m.policy, tok, reward, eval_recs, p.max_new_tokens, 0.0, p.seed)
+            if comm is not None:
+                res = ppo_dist.evaluate_dist(m.policy, comm, tok, reward, eval_recs, p.max_new_tokens, p.seed)
+            else:
+                res = evaluate(m.policy, tok, reward, eval_recs, p.max_new_tokens, 0.0, p.seed)
             rollouts.eval_history.append(res["eval_reward"])
             return {k: float(v) for k, v in res.items() if v is not None}
 
@@ -159,10 +177,16 @@ def run_ppo(cfg: PPOConfig, out: str | Path) -> dict[str, Any]:
             save_native(pol, path, tokenizer=tok, args=policy.args,
                         metadata={"trained_by": "llamaforge rlhf ppo", "init": p.policy})
 
-        trainer = Trainer(model, ppo_loss_fn(p.clip, p.vf_coef), rollouts, cfg, out, info, eval_fn=eval_fn,
+        mean_over_ranks = (lambda t: par.all_mean(t, info)) if info.world > 1 else None
+        trainer = Trainer(model, ppo_loss_fn(p.clip, p.vf_coef, mean_over_ranks), rollouts, cfg, out, info,
+                          eval_fn=eval_fn,
                           final_fn=final_fn, command="rlhf ppo",
                           inputs=[x for x in (p.policy, p.ref, p.rm_helpful, p.rm_safety, p.prompts) if x],
                           manifest_extra={"steps_per_iteration": per_it, "eval_prompts": len(eval_recs)})
+        if info.dp > 1:  # PPOModel.forward calls value.values(): FSDP must gather around it too
+            from torch.distributed.fsdp import register_fsdp_forward_method
+
+            register_fsdp_forward_method(model.value, "values")
         return trainer.fit()
     finally:
         if info.world > 1 and torch.distributed.is_initialized():

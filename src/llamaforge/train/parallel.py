@@ -178,17 +178,33 @@ def apply_fsdp(model: nn.Module, dp_mesh, param_dtype: torch.dtype | None, devic
     kw = {"mesh": dp_mesh}
     if mp is not None:
         kw["mp_policy"] = mp
+    # A model of several transformers (PPO: policy and value) names them in `fsdp_children()`: each
+    # child's blocks, then the child itself, become FSDP units, so a child can also run on its own.
+    children = model.fsdp_children() if hasattr(model, "fsdp_children") else []
+    groups = []
+    for child in children:
+        groups.append(_shard_blocks(child, kw))
+        fully_shard(child, **kw)
+    if not children:
+        groups.append(_shard_blocks(model, kw))
+    fully_shard(model, **kw)
+    # Explicit prefetch one block ahead in both directions, so all-gathers overlap compute.
+    for blocks in groups:
+        for i, block in enumerate(blocks):
+            if i + 1 < len(blocks):
+                block.set_modules_to_forward_prefetch([blocks[i + 1]])
+            if i > 0:
+                block.set_modules_to_backward_prefetch([blocks[i - 1]])
+
+
+def _shard_blocks(model: nn.Module, kw: dict) -> list[nn.Module]:
+    from torch.distributed.fsdp import fully_shard
+
     blocks = list(model.layers.values())
     for i, block in enumerate(blocks):
         # The last block's parameters are needed again at once by backward: keep them gathered.
         fully_shard(block, reshard_after_forward=i < len(blocks) - 1, **kw)
-    fully_shard(model, **kw)
-    # Explicit prefetch one block ahead in both directions, so all-gathers overlap compute.
-    for i, block in enumerate(blocks):
-        if i + 1 < len(blocks):
-            block.set_modules_to_forward_prefetch([blocks[i + 1]])
-        if i > 0:
-            block.set_modules_to_backward_prefetch([blocks[i - 1]])
+    return blocks
 
 
 def parallelize(model: nn.Module, info: DistInfo, cfg: ParallelSection, dtype: str) -> nn.Module:
