@@ -30,6 +30,8 @@ class Demo:
     vocab_size: int = 4096
     threads: int = 0
     full: bool = False  # the whole Llama 2 pipeline: add the world's skill text, then the alignment stages
+    skill_lines: int = 30000  # lines of the world's skill text in the corpus (with --full)
+    instructed: float = 0.0  # share of them that open with a system instruction
     results: dict[str, Any] = field(default_factory=dict)
 
     def dir(self, stage: str) -> Path:
@@ -61,7 +63,7 @@ def stage_corpus(d: Demo) -> dict[str, Any]:
             if d.full:  # the world's skill questions with answers, so the base model knows the task formats
                 from llamaforge.align.world import skill_text
 
-                lines = skill_text(0, 30000)
+                lines = skill_text(0, d.skill_lines, d.instructed)
                 for i in range(0, len(lines), 50):
                     f.write(json.dumps({"text": "\n".join(lines[i:i + 50]), "path": "world-skills"}) + "\n")
                     n += 1
@@ -187,7 +189,7 @@ def run_demo(d: Demo, only: list[str] | None = None) -> dict[str, Any]:
         if done.exists() and st.name != "pretrain":
             print(f"[{i}/{len(plan)} {st.name}] done already ({done})")
             continue
-        pace = min(3.0, max(0.5, spent / planned)) if planned else 1.0
+        pace = min(3.0, max(0.5, spent / planned)) if planned >= 60 else 1.0  # short stages tell little
         left = sum(s.budget_s for s in plan[i - 1:]) * pace
         print(f"[{i}/{len(plan)} {st.name}] {st.about} | budget {st.budget_s:.0f}s | elapsed "
               f"{clock(time.time() - t0)} | ETA {clock(left)}", flush=True)

@@ -1,7 +1,7 @@
 """The alignment half trained to an effect on the built-in world (slow: `make test-slow`).
 
 A tiny model is pretrained on the standard library's sources plus the world's skill text, then run
-through SFT, both reward models, rejection sampling and PPO with the stage functions the demo uses.
+through SFT, Ghost Attention, both reward models, rejection sampling and PPO with the stage functions the demo uses.
 The assertions are the claims of the SFT, reward-model and RLHF issues; results are recorded in
 docs/BENCHMARKS.md.
 """
@@ -43,7 +43,8 @@ def base(tmp_path_factory):
 
 
 def test_alignment_pipeline_effects(base):
-    from llamaforge.align.pipeline import AlignBudget, _world_eval, stage_ppo, stage_reward, stage_rs, stage_sft
+    from llamaforge.align.pipeline import (AlignBudget, _world_eval, stage_gatt, stage_ppo, stage_reward, stage_rs,
+                                           stage_sft)
 
     b = AlignBudget()
     world = base / "world"
@@ -52,6 +53,10 @@ def test_alignment_pipeline_effects(base):
     # SFT: answers more skill prompts correctly and refuses harmful requests.
     assert sft["skill_accuracy"] > before["skill_accuracy"]
     assert sft["unsafe_compliance"] < before["unsafe_compliance"]
+    gatt = stage_gatt(base / "gatt", base / "sft" / "final", world, b)
+    # GAtt: the system instruction (of the types GAtt trained on) is kept to the last turn more often than
+    # by the SFT model, whose obedience fades after the first turns.
+    assert gatt["retention_after"]["trained"] > gatt["retention_before"]["trained"]
     rm_h = stage_reward(base / "rm_h", base / "sft" / "final", world / "prefs_helpful.jsonl", "helpfulness", b)
     rm_s = stage_reward(base / "rm_s", base / "sft" / "final", world / "prefs_safety.jsonl", "safety", b)
     # Reward models: well above chance, and better on clear preferences than on negligible ones.
@@ -70,5 +75,5 @@ def test_alignment_pipeline_effects(base):
     for r in (rs, ppo):
         assert r["unsafe_compliance"] <= sft["unsafe_compliance"] + 0.05
         assert r["false_refusal"] <= sft["false_refusal"] + 0.05
-    print(json.dumps({"base": before, "sft": sft, "rm_helpful": rm_h, "rm_safety": rm_s, "rs": rs, "ppo": ppo},
+    print(json.dumps({"base": before, "sft": sft, "gatt": gatt, "rm_helpful": rm_h, "rm_safety": rm_s, "rs": rs, "ppo": ppo},
                      indent=1, default=str))

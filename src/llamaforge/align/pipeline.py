@@ -21,21 +21,27 @@ class AlignBudget:
 
     world_size: int = 3000
     eval_prompts: int = 150
-    sft_epochs: float = 2.0
+    sft_epochs: float = 3.0
     sft_lr: float = 1e-3
-    gatt_dialogues: int = 120
+    gatt_dialogues: int = 400
+    gatt_epochs: float = 2.0
+    gatt_lr: float = 1e-3
     gatt_turns_eval: int = 10
-    gatt_conversations: int = 8
+    gatt_conversations: int = 16
     rm_epochs: float = 1.0
     rm_lr: float = 5e-4
-    rs_prompts: int = 200
+    rs_prompts: int = 400
     rs_k: int = 4
     rs_iterations: int = 2
-    rs_lr: float = 3e-4
+    rs_lr: float = 5e-4
+    rs_epochs: float = 2.0
     ppo_iterations: int = 6
     ppo_prompts: int = 32
     ppo_lr: float = 2e-5
     max_new_tokens: int = 40
+    # user reward functions added to the gated reward-model score (the world's verifier: a checkable
+    # reward next to the learned ones; --reward-fn on the command line)
+    reward_fns: tuple[str, ...] = ("llamaforge.align.world:world_reward=2",)
     threads: int = 0
 
 
@@ -89,12 +95,12 @@ def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, A
     ins = _instructions(None, random.Random(0), len(dialogues))
     examples, stats = synthesize(model, tok, dialogues, instructions=ins, max_new_tokens=b.max_new_tokens, tries=1)
     sft_recs = [r for _, r in read_jsonl(world / "sft.jsonl")]
-    mix = examples + random.Random(1).sample(sft_recs, min(len(sft_recs), 2 * len(examples)))
+    mix = examples + random.Random(1).sample(sft_recs, min(len(sft_recs), len(examples)))
     data = out / "gatt_sft.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mix))
     cfg = load_config(SFTConfig, None, [
-        f"--model.init={sft}", f"--data.path={data}", "--data.epochs=1", "--data.val_fraction=0",
-        "--train.batch_size=8", "--train.micro_batch=8", "--train.seq_len=512", "--optim.lr=3e-4",
+        f"--model.init={sft}", f"--data.path={data}", f"--data.epochs={b.gatt_epochs}", "--data.val_fraction=0",
+        "--train.batch_size=8", "--train.micro_batch=8", "--train.seq_len=512", f"--optim.lr={b.gatt_lr}",
         "--optim.warmup_steps=5", "--checkpoint.every=50", "--logging.every=10", *_common(b.threads)])
     run(cfg, out / "run")
     before = run_gatt_eval(model, tok, turns=b.gatt_turns_eval, conversations=b.gatt_conversations,
@@ -128,9 +134,9 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
     from llamaforge.align.world_eval import load_records
     from llamaforge.checkpoint import find_tokenizer
 
-    reward = build_reward(str(rm_h), str(rm_s), [], 0.15)
+    reward = build_reward(str(rm_h), str(rm_s), list(b.reward_fns), 0.15)
     sft_cfg = load_config(SFTConfig, None, [
-        "--data.epochs=1", "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256",
+        f"--data.epochs={b.rs_epochs}", "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256",
         f"--optim.lr={b.rs_lr}", "--optim.warmup_steps=5", "--checkpoint.every=100", "--logging.every=10",
         *_common(b.threads)])
     cfg = RSConfig(k=b.rs_k, temperature=1.0, iterations=b.rs_iterations, max_new_tokens=b.max_new_tokens)
@@ -153,6 +159,7 @@ def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world:
         f"--ppo.prompts={world / 'prompts_train.jsonl'}", f"--ppo.eval_prompts={world / 'prompts_eval.jsonl'}",
         f"--ppo.eval_count={b.eval_prompts}", f"--ppo.prompts_per_iteration={b.ppo_prompts}",
         f"--ppo.iterations={b.ppo_iterations}", f"--ppo.max_new_tokens={b.max_new_tokens}", "--ppo.beta=0.05",
+        f"--ppo.reward_fns={','.join(b.reward_fns)}",
         "--train.batch_size=16", "--train.micro_batch=8", f"--optim.lr={b.ppo_lr}", "--optim.schedule=constant",
         "--optim.warmup_steps=0", f"--checkpoint.every={per_it * b.ppo_iterations}", "--logging.every=1",
         "--logging.eval_every=0", *_common(b.threads)])

@@ -145,7 +145,7 @@ def _mix(n: int, shares: list[tuple[str, float]], rng: random.Random) -> list[st
 def _sft(n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(f"{seed}/sft")
     sampler = _Sampler(rng, "train")
-    shares = [("skill_plain", 0.55), ("skill_instructed", 0.20), ("harmful", 0.10), ("benign", 0.10),
+    shares = [("skill_plain", 0.45), ("skill_instructed", 0.30), ("harmful", 0.10), ("benign", 0.10),
               ("multi", 0.05)]
     out = []
     for i, cat in enumerate(_mix(n, shares, rng)):
@@ -259,12 +259,19 @@ def _dialogues(n: int, seed: int) -> list[dict[str, Any]]:
     return [{"id": f"dialogue-{i:06d}", **sample_dialogue(rng, rng.randint(3, 8), "train")} for i in range(n)]
 
 
-def skill_text(seed: int = 0, n: int = 10000) -> list[str]:
-    """Plain-text lines "question answer" from the train split, e.g. for a pretraining corpus."""
+def skill_text(seed: int = 0, n: int = 10000, instructed: float = 0.0) -> list[str]:
+    """Plain-text lines "question answer" from the train split, e.g. for a pretraining corpus; a share
+    `instructed` of the skill lines open with a system instruction and obey it ("First word: Ahoy ...")."""
     rng = random.Random(f"{seed}/text")
     sampler = _Sampler(rng, "train")
-    recs = (sampler.draw("skill_plain" if rng.random() < 0.85 else "benign") for _ in range(n))
-    return [f"{r['prompt']} {r['reference']}" for r in recs]
+    out = []
+    for _ in range(n):
+        if rng.random() >= 0.85:
+            r = sampler.draw("benign")
+        else:
+            r = sampler.draw("skill_instructed" if instructed and rng.random() < instructed else "skill_plain")
+        out.append(" ".join(x for x in (r.get("system"), r["prompt"], r["reference"]) if x))
+    return out
 
 
 def sizes(size: int) -> dict[str, int]:
