@@ -83,7 +83,7 @@ def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, A
     import random
 
     from llamaforge.align.gatt import _instructions, synthesize
-    from llamaforge.align.gatt_eval import run_gatt_eval
+    from llamaforge.align.gatt_eval import plot, run_gatt_eval
     from llamaforge.align.sft import SFTConfig, run
     from llamaforge.checkpoint import find_tokenizer, load_model
     from llamaforge.data.chat import read_jsonl
@@ -108,6 +108,9 @@ def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, A
     after = run_gatt_eval(load_model(out / "run" / "final"), tok, turns=b.gatt_turns_eval,
                           conversations=b.gatt_conversations, max_new_tokens=b.max_new_tokens)
     (out / "gatt_eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+    (out / "plots").mkdir(exist_ok=True)
+    curves = {f"{who}, {g}": ys for who, r in (("SFT", before), ("GAtt", after)) for g, ys in r["retention"].items()}
+    plot({"turns": b.gatt_turns_eval, "retention": curves}, out / "plots" / "retention.png")
     t = b.gatt_turns_eval - 1
     return {"synthesis": stats, "examples": len(examples),
             "retention_before": {k: v[t] for k, v in before["retention"].items()},
@@ -130,9 +133,11 @@ def stage_reward(out: Path, init: Path, prefs: Path, kind: str, b: AlignBudget) 
 def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
     from llamaforge.align.ppo_train import build_reward
     from llamaforge.align.rejection_sampling import RSConfig, iteration_dirs, run_rs
+    from llamaforge.align.rlhf_cli import plot_rs, rs_report
     from llamaforge.align.sft import SFTConfig
     from llamaforge.align.world_eval import load_records
     from llamaforge.checkpoint import find_tokenizer
+    from llamaforge.io import atomic_write_text
 
     reward = build_reward(str(rm_h), str(rm_s), list(b.reward_fns), 0.15)
     sft_cfg = load_config(SFTConfig, None, [
@@ -144,6 +149,8 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
                    train_records=load_records(world / "prompts_train.jsonl", b.rs_prompts),
                    eval_records=load_records(world / "prompts_eval.jsonl", b.eval_prompts), out=out, cfg=cfg,
                    sft_config=sft_cfg)
+    plot_rs(state["rows"], out / "plots" / "rs.png")
+    atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(state["rows"]))
     return state["rows"][-1] | {"eval_reward_start": state["rows"][0]["eval_reward"],
                                 "inputs": [str(p) for p in iteration_dirs(out, state)]}
 
@@ -261,6 +268,9 @@ def demo_stages(stage_cls: Any, b: AlignBudget | None = None) -> list[Any]:
         from llamaforge.io import atomic_write_text
 
         md = report_table(d)
+        plots = sorted(str(p.relative_to(d.out)) for p in d.out.rglob("*.png") if not p.name.startswith("."))
+        md += (f"\nModel card: `{d.dir('card') / 'MODEL_CARD.md'}`; sample chat: `{d.dir('chat') / 'chat.md'}`.\n"
+               f"Plots (under `{d.out}`): " + ", ".join(f"`{p}`" for p in plots) + "\n")
         d.dir("report").mkdir(parents=True, exist_ok=True)
         atomic_write_text(d.dir("report") / "report.md", md)
         print(md)

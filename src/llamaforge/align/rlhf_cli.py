@@ -30,7 +30,7 @@ PPO_EPILOG = """examples:
 Running the same command again resumes from the newest complete checkpoint."""
 
 
-def _plot_rs(rows: list[dict], path: Path) -> None:
+def plot_rs(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +150,7 @@ def rs_main(argv: list[str]) -> int:
     rows = state["rows"]
     atomic_write_json(out / "rs.json", rows)
     atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(rows))
-    _plot_rs(rows, out / "plots" / "rs.png")
+    plot_rs(rows, out / "plots" / "rs.png")
     write_manifest(out, "rlhf rs", {**vars(a), "sft": sft_cfg}, [a.policy, a.prompts, *iteration_dirs(out, state)],
                    time.time() - t0, iterations=rows)
     print(rs_report(rows))
