@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from llamaforge.errors import UserError
-from llamaforge.sampling import Event, Row, SamplingParams, SlotCache, TextStream, decode_step, sample
+from llamaforge.model.cache import SlotCache
+from llamaforge.sampling import DecodeWeights, Event, Row, SamplingParams, TextStream, decode_step, sample
 
 _COMPILED: dict[str, Any] = {}
 
@@ -36,15 +37,17 @@ class BatchDecoder:
 
     def __init__(self, model: torch.nn.Module, tokenizer=None, max_batch: int = 8, max_len: int | None = None,
                  compile: bool = False, compile_mode: str | None = None, prefill_tokens: int = 8192,
-                 sync_every: int = 1):
+                 sync_every: int = 1, decode_weights: str | None = None):
         """sync_every k > 1: rows without text run up to k decode steps per host sync (the device
-        queues steps back to back; a row that stops mid-way wastes at most k - 1 steps)."""
+        queues steps back to back; a row that stops mid-way wastes at most k - 1 steps).
+        decode_weights: none, head or all (None: by device and size): sampling.DecodeWeights."""
         self.model, self.tokenizer = model, tokenizer  # Llama has no dropout: train/eval mode is left alone
+        self.weights = DecodeWeights(model, decode_weights)
         self.sync_every = max(1, sync_every)
         self.cache = SlotCache.for_model(model, max_batch, max_len)
         self.max_batch, self.max_len = max_batch, self.cache.max_len
         self.prefill_tokens = prefill_tokens
-        dev = self.cache.k.device
+        dev = self.cache.device
         z = lambda dt: torch.zeros(max_batch, dtype=dt, device=dev)  # noqa: E731
         self.tok, self.pos, self.ntok, self.top_k = z(torch.long), z(torch.long), z(torch.long), z(torch.long)
         self.temp, self.top_p = z(torch.float32), z(torch.float32) + 1
@@ -61,7 +64,7 @@ class BatchDecoder:
         self.step_fn = decode_step
         if compile:
             if self.cudagraphs:  # CUDA graphs update the cache in place at fixed addresses
-                for t in (self.cache.k, self.cache.v):  # (one graph per decoder: reuse the decoder)
+                for t in self.cache.buffers_kv():  # (one graph per decoder: reuse the decoder)
                     torch._dynamo.mark_static_address(t)
             key = compile_mode or "default"
             if key not in _COMPILED:
@@ -163,7 +166,7 @@ class BatchDecoder:
         finally:
             c.prefill = False
         last = h[torch.arange(k, device=dev), torch.tensor(lens, device=dev) - 1]
-        logits = self.model.output(last).float()
+        logits = self.weights.logits(last)
         kmax, use_top_p, hot, want_lp = self._params(new)
         sl = slice(start, start + k)
         u = self.unif[sl, 0] if hot else None
@@ -183,12 +186,13 @@ class BatchDecoder:
         c = self.cache
         c.start, c.prefill = 0, False
         c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + k
+        w = self.weights.get(nb)  # the copies are remade here if the weights changed
         for j in range(k):
             if self.cudagraphs:  # the previous step's outputs were copied out: its buffers may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
             tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
-                                   self.top_k[:nb], u, kmax, use_top_p, want_lp)
+                                   self.top_k[:nb], u, kmax, use_top_p, want_lp, *w)
             self.tok[:n] = tok[:n]
             self.out_tok[:n, j] = tok[:n]  # copied now: a CUDA-graph output is overwritten by the next step
             if lp is not None:
@@ -297,6 +301,7 @@ def generate_ids(model: torch.nn.Module, prompts: Sequence[Sequence[int]], *, ma
     dec = decoder or BatchDecoder(model, None, min(len(prompts), max_batch),
                                   _cache_len(model, max(map(len, prompts)), max_new_tokens), compile,
                                   sync_every=sync_every)
+    dec.weights.refresh()  # RLHF updates the weights between calls: never decode with an old copy
     for i, p in enumerate(prompts):
         sp = SamplingParams(max_new_tokens, temperature, top_p, top_k, [], list(stop_ids),
                             None if seed is None else seed + i, logprobs)
@@ -357,6 +362,7 @@ def generate_stream(model: torch.nn.Module, tokenizer, prompts: Sequence[Prompt]
         return
     dec = decoder or BatchDecoder(model, tokenizer, min(len(prompts), max_batch),
                                   _cache_len(model, max(len(e[0]) for e in encoded), max_new_tokens), compile)
+    dec.weights.refresh()
     for i, (ids, prefix) in enumerate(encoded):
         sp = SamplingParams(max_new_tokens, temperature, top_p, top_k, list(stop), None,
                             None if seed is None else seed + i)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from llamaforge.errors import UserError
-from llamaforge.model.cache import KVCache
+from llamaforge.model.cache import SlotCache
 
 TOP_P_CANDIDATES = 1024  # nucleus is searched among the most likely tokens (see filter_probs)
 
@@ -70,42 +71,6 @@ class Row:
     text: TextStream | None
     pos: int = 0  # position where the last sampled token will be written
     tokens: list[int] = field(default_factory=list)
-
-
-class SlotCache(KVCache):
-    """A KVCache whose batch rows are slots of a running batch.
-
-    A forward touches the contiguous slots [start, start + n) (n is the forward's batch size)
-    and attends over the first `live` positions only, so a step costs what the longest active
-    row needs rather than max_len. `prefill=True` writes positions 0..T-1 with one slice copy.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.start, self.live, self.prefill = 0, self.max_len, False
-        self.register_buffer("rows", torch.arange(self.batch_size, device=self.k.device).unsqueeze(1),
-                             persistent=False)
-
-    def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        n, t = k.shape[0], k.shape[2]
-        kc = self.k[layer, self.start:self.start + n]
-        vc = self.v[layer, self.start:self.start + n]
-        if self.prefill:
-            kc[:, :, :t] = k.to(kc.dtype)
-            vc[:, :, :t] = v.to(vc.dtype)
-        else:
-            b = self.rows[:n]
-            kc[b, :, input_pos] = k.transpose(1, 2).to(kc.dtype)
-            vc[b, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
-        return kc[:, :, :self.live], vc[:, :, :self.live]
-
-    def causal_mask(self, input_pos: torch.Tensor) -> torch.Tensor:
-        return self.slots[:self.live].view(1, 1, 1, -1) <= input_pos.unsqueeze(1).unsqueeze(-1)
-
-    def move_row(self, src: int, dst: int, length: int) -> None:
-        """Copy slot src's first `length` positions into slot dst (compaction of the batch)."""
-        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
-        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
 
 
 def filter_probs(probs: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor, kmax: int,
@@ -162,12 +127,211 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
     return tok, logp
 
 
+class DecodeWeights:
+    """Copies of the weights in the layouts a CPU decodes fastest from, as `decode_step` reads them.
+
+    Decoding multiplies a few rows by every weight, and on a CPU nn.Linear's [out, in] layout is a
+    slow way to do that. One row times the tiny-15m output head (V 32000 x D 288) takes ~4.3 ms in
+    fp32 against ~1.7 ms with a contiguous W^T [in, out], and ~2.6 ms in bf16 against ~1.4 ms
+    with oneDNN's prepacked layout; for 4-16 rows oneDNN's packing wins in fp32 too (16 rows:
+    9.9 ms linear, 7.5 ms W^T, 4.3 ms packed). A block's seven products also become four, with
+    wq|wk|wv and w1|w3 fused (`decode_forward`). Numbers: docs/bench/inference.md.
+
+    mode "head": copy the output weight only; "all": the block linears too; "none"; None: on CPU
+    "all" when the copies take at most ALL_COPIES_MAX_BYTES, else "head"; off other devices (their
+    normal layout is fast). Each layout is made on first use: fp32 has W^T copies for one-row
+    steps and packed ones for batched steps, bf16 packed ones for both. Memory per layout made:
+    "head" V * D * element size (37 MB for tiny-15m fp32, 262 MB for a 7B model in bf16), "all"
+    every linear weight once more (62 MB for tiny-15m fp32).
+
+    Never stale: `get()` (at every decode step) drops the copies whenever a parameter is another
+    tensor, has other storage or was updated in place (its version counter: optimizer steps,
+    load_state_dict). Writes through `p.data` bypass the counter, so generate_ids and
+    generate_stream also call `refresh()`: the next `get()` compares an exact checksum of every
+    copied parameter (one read of the weights, ~10x cheaper than rebuilding) and rebuilds if any
+    changed.
+    """
+
+    ALL_COPIES_MAX_BYTES = 1 << 30
+
+    def __init__(self, model: torch.nn.Module, mode: str | None = None):
+        if mode not in (None, "none", "head", "all"):
+            raise UserError(f"decode weights mode must be none, head or all, got {mode!r}")
+        self.out = getattr(model, "output", None)
+        head = [self.out.weight] if isinstance(self.out, torch.nn.Linear) and self.out.bias is None else []
+        blocks = _plain_blocks(model)
+        lin = [w for b in blocks for w in _block_weights(b)]
+        can_head = bool(head) and all(map(_copyable, head))
+        can_all = can_head and bool(blocks) and all(map(_copyable, lin))
+        if mode is None:
+            small = sum(w.nbytes for w in head + lin) <= self.ALL_COPIES_MAX_BYTES
+            mode = "all" if can_all and small else "head"
+        mode = "none" if not can_head else "head" if mode == "all" and not can_all else mode
+        self.mode, self.blocks = mode, blocks
+        self._key: tuple = ()
+        self._verify, self._sums = False, torch.zeros(0)
+        self._sets: dict[bool, tuple[torch.Tensor, list[torch.Tensor] | None]] = {}
+
+    def _params(self) -> list[torch.Tensor]:
+        if self.mode == "none":
+            return []
+        return [self.out.weight] + ([w for b in self.blocks for w in _block_weights(b)] if self.mode == "all" else [])
+
+    def refresh(self) -> None:
+        """Check the weights' contents at the next use (for writes the version counter misses: `p.data`)."""
+        self._verify = True
+
+    def get(self, rows: int = 1) -> tuple[torch.Tensor | None, list[torch.Tensor] | None, bool]:
+        """(output head copy, fused block copies, packed) for a step of `rows` rows; (None, None,
+        False) when there are no copies. Made on first use, remade when the weights changed."""
+        ps = self._params()
+        if not ps:
+            return None, None, False
+        key = tuple((id(w), w.data_ptr(), w._version, w.dtype) for w in ps)
+        if key != self._key or (self._verify and not torch.equal(_checksums(ps), self._sums)):
+            self._sets = {}  # free the old copies before making new ones
+            self._sums, self._key = _checksums(ps), key
+        self._verify = False
+        packed = (rows > 1 or ps[0].dtype == torch.bfloat16) and _can_pack()
+        if packed not in self._sets:
+            with torch.no_grad():
+                layers = None
+                if self.mode == "all":
+                    layers = []
+                    for b in self.blocks:
+                        a, f = b.attention, b.feed_forward
+                        for ws in ((a.wq, a.wk, a.wv), (a.wo,), (f.w1, f.w3), (f.w2,)):
+                            layers.append(_pack(torch.cat([m.weight.detach() for m in ws]), packed))
+                self._sets[packed] = (_pack(ps[0].detach(), packed), layers)
+        return (*self._sets[packed], packed)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """fp32 logits [n, V] of final hidden states [n, D]."""
+        w, _, packed = self.get(h.shape[0])
+        return (self.out(h) if w is None else project(h, w, packed)).float()
+
+
+def _checksums(ps: list[torch.Tensor]) -> torch.Tensor:
+    """Exact fingerprints: the wrapping int64 sum of each tensor's bits, read 8 bytes at a time where
+    the size allows (no conversion copy); any one changed element shows."""
+    sums = []
+    for w in ps:
+        flat = w.detach().reshape(-1)
+        ints = torch.int64 if flat.numel() * flat.element_size() % 8 == 0 else \
+            {4: torch.int32, 2: torch.int16}[flat.element_size()]
+        sums.append(flat.view(ints).sum(dtype=torch.int64))
+    return torch.stack(sums) if sums else torch.zeros(0)
+
+
+def _copyable(w: torch.Tensor) -> bool:
+    return (type(w.data) is torch.Tensor and w.device.type == "cpu" and not w.is_inference()
+            and w.dtype in (torch.float32, torch.bfloat16))
+
+
+def _plain_blocks(model: torch.nn.Module) -> list:
+    """The blocks when `model` is exactly our Transformer (decode_forward mirrors its forward), else []."""
+    from llamaforge.model import llama
+
+    if type(model) is not llama.Transformer:
+        return []
+    blocks = list(model.layers.values())
+    ok = all(type(b) is llama.TransformerBlock and type(b.attention) is llama.Attention
+             and type(b.feed_forward) is llama.FeedForward
+             and all(type(m) is torch.nn.Linear and m.bias is None for m in _block_linears(b)) for b in blocks)
+    return blocks if ok else []
+
+
+def _block_linears(b) -> list[torch.nn.Module]:
+    a, f = b.attention, b.feed_forward
+    return [a.wq, a.wk, a.wv, a.wo, f.w1, f.w3, f.w2]
+
+
+def _block_weights(b) -> list[torch.Tensor]:
+    return [m.weight for m in _block_linears(b)]
+
+
+def _can_pack() -> bool:
+    global _PACK_OK
+    if _PACK_OK is None:
+        try:
+            torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 2), 1)
+            _PACK_OK = torch.backends.mkldnn.is_available()
+        except (RuntimeError, AttributeError):  # a build without oneDNN: W^T copies only
+            _PACK_OK = False
+    return _PACK_OK
+
+
+_PACK_OK: bool | None = None
+
+
+def _pack(w: torch.Tensor, packed: bool) -> torch.Tensor:
+    """w [out, in] as oneDNN's packed layout (batch hint 1 for bf16, 4 for fp32: measured best) or W^T."""
+    if packed:
+        return torch.ops.mkldnn._reorder_linear_weight(w, 1 if w.dtype == torch.bfloat16 else 4)
+    return w.t().contiguous()
+
+
+@torch.library.custom_op("llamaforge::packed_linear", mutates_args=())
+def packed_linear(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """h [n, D] @ w.T for a oneDNN-packed w [V, D] (an opaque op to torch.compile, which cannot lower it)."""
+    return torch.ops.mkldnn._linear_pointwise(h, w, None, "none", [], "")
+
+
+@packed_linear.register_fake
+def _(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return h.new_empty(h.shape[0], w.shape[0])
+
+
+def project(h: torch.Tensor, w: torch.Tensor, packed: bool) -> torch.Tensor:
+    """h [n, D] times the decode-layout output weight (see DecodeHead)."""
+    return packed_linear(h, w) if packed else h @ w
+
+
+def decode_forward(model: torch.nn.Module, tok: torch.Tensor, pos: torch.Tensor, cache: SlotCache,
+                   layers: list[torch.Tensor], packed: bool) -> torch.Tensor:
+    """Transformer.forward for one new token per row over the cache, reading the fused copies of
+    DecodeWeights ("all"): final hidden states [n, 1, D]. tests/inference/test_decode_weights.py
+    holds it to the model's own forward."""
+    from llamaforge.model.llama import apply_rotary
+
+    n = tok.shape[0]
+    cos, sin = model.freqs_cos[pos].unsqueeze(2), model.freqs_sin[pos].unsqueeze(2)
+    mask = cache.causal_mask(pos)
+    h = model.tok_embeddings(tok)
+    for i, b in enumerate(model.layers.values()):
+        a = b.attention
+        qkv_w, wo, w13, w2 = layers[4 * i: 4 * i + 4]
+        nq, nk = a.wq.weight.shape[0], a.wk.weight.shape[0]
+        qkv = project(b.attention_norm(h).view(n, -1), qkv_w, packed).view(n, 1, -1, a.head_dim)
+        qk = apply_rotary(qkv[:, :, :(nq + nk) // a.head_dim], cos, sin).transpose(1, 2)  # [n, H + Hkv, 1, hd]
+        q, k = qk[:, :nq // a.head_dim], qk[:, nq // a.head_dim:]
+        v = qkv[:, :, (nq + nk) // a.head_dim:].transpose(1, 2)
+        k, v = cache.update(i, pos, k, v)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+        h = h + project(o.transpose(1, 2).reshape(n, -1), wo, packed).view(n, 1, -1)
+        g = project(b.ffn_norm(h).view(n, -1), w13, packed)
+        hid = g.shape[-1] // 2
+        h = h + project(F.silu(g[:, :hid]) * g[:, hid:], w2, packed).view(n, 1, -1)
+    return model.norm(h)
+
+
 def decode_step(model: torch.nn.Module, cache: SlotCache, tok: torch.Tensor, pos: torch.Tensor,
                 temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
                 uniform: torch.Tensor | None, kmax: int = 0, use_top_p: bool = False,
-                want_logprobs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One token for each of the first n slots: tok, pos [n] -> (next token [n], log-prob [n])."""
-    logits = model(tok.unsqueeze(1), input_pos=pos.unsqueeze(1), cache=cache)[:, -1].float()
+                want_logprobs: bool = False, head: torch.Tensor | None = None,
+                layers: list[torch.Tensor] | None = None,
+                packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One token for each of the first n slots: tok, pos [n] -> (next token [n], log-prob [n]).
+
+    head, layers, packed: DecodeWeights' copies (None: the model's own weights and forward).
+    """
+    x, p = tok.unsqueeze(1), pos.unsqueeze(1)
+    if head is None:
+        logits = model(x, input_pos=p, cache=cache)[:, -1].float()
+    else:
+        h = decode_forward(model, x, p, cache, layers, packed) if layers is not None else \
+            model(x, input_pos=p, cache=cache, return_hidden=True)
+        logits = project(h[:, -1], head, packed).float()
     return sample(logits, temperature, top_p, top_k, uniform, kmax, use_top_p, want_logprobs)
 
 

@@ -43,8 +43,15 @@ def base(tmp_path_factory):
 
 
 def test_alignment_pipeline_effects(base):
-    from llamaforge.align.pipeline import (AlignBudget, _world_eval, stage_gatt, stage_ppo, stage_reward, stage_rs,
-                                           stage_sft)
+    from llamaforge.align.pipeline import (
+        AlignBudget,
+        _world_eval,
+        stage_gatt,
+        stage_ppo,
+        stage_reward,
+        stage_rs,
+        stage_sft,
+    )
 
     b = AlignBudget()
     world = base / "world"
