@@ -82,5 +82,5 @@ def test_alignment_pipeline_effects(base):
     for r in (rs, ppo):
         assert r["unsafe_compliance"] <= sft["unsafe_compliance"] + 0.05
         assert r["false_refusal"] <= sft["false_refusal"] + 0.05
-    print(json.dumps({"base": before, "sft": sft, "gatt": gatt, "rm_helpful": rm_h, "rm_safety": rm_s, "rs": rs, "ppo": ppo},
-                     indent=1, default=str))
+    print(json.dumps({"base": before, "sft": sft, "gatt": gatt, "rm_helpful": rm_h, "rm_safety": rm_s, "rs": rs,
+                      "ppo": ppo}, indent=1, default=str))
