@@ -97,3 +97,24 @@ def test_ppo_config_errors(tmp_path, tiny_checkpoint, rm_dir, world_dir, capsys)
             "--train.micro_batch=2"]
     assert main(argv) == 2
     assert "multiple of train.batch_size" in capsys.readouterr().err
+
+
+def test_rejection_sampling_min_score(tmp_path, tiny_checkpoint, world_dir, capsys):
+    """--min-score keeps only best answers that score at least the threshold; none at all is a clear error."""
+    def argv(out, min_score):
+        return ["rlhf", "rs", "--policy", str(tiny_checkpoint), "--reward-fn", "llamaforge.align.world:world_reward",
+                "--prompts", str(world_dir / "prompts_train.jsonl"), "--eval-prompts",
+                str(world_dir / "prompts_eval.jsonl"), "--eval-count", "4", "--limit", "8", "--out", str(out),
+                "--k", "2", "--iterations", "1", "--max-new-tokens", "6", "--min-score", str(min_score),
+                "--sft.train.batch_size=1", "--sft.train.micro_batch=1", "--sft.train.seq_len=128",
+                "--sft.data.epochs=1", "--sft.logging.progress=false"]
+
+    assert main(argv(tmp_path / "rs", -0.5)) == 0
+    row = json.loads((tmp_path / "rs" / "rs.json").read_text())[1]
+    lines = (tmp_path / "rs" / "iter_1" / "samples" / "samples.jsonl").read_text().splitlines()
+    samples = [json.loads(x) for x in lines]
+    kept = [s for s in samples if s["scores"][s["best"]] >= -0.5]
+    assert 0 < len(kept) < len(samples)  # world_reward: wrong skill answers and complied harm score -1
+    assert row["below_min_score"] == len(samples) - len(kept) and row["chosen"] == len(kept)
+    assert main(argv(tmp_path / "none", 2.0)) == 2  # world_reward is at most 1
+    assert "lower --min-score" in capsys.readouterr().err

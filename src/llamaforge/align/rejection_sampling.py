@@ -20,6 +20,7 @@ import torch
 
 from llamaforge.align.rewards import CombinedReward
 from llamaforge.align.world_eval import record_dialogue, score_answers
+from llamaforge.errors import UserError
 from llamaforge.io import atomic_dir, atomic_write_json
 
 
@@ -35,6 +36,9 @@ class RSConfig:
     sweep_prompts: int = 32
     finetune_from: str = "previous"  # previous iteration's policy, or "initial"
     eval_temperature: float = 0.0
+    # keep a prompt's best answer only if it scores at least this (None: always keep, as in Llama 2); with a
+    # verifier in the reward, a threshold keeps wrong best-of-K answers out of the fine-tuning set
+    min_score: float | None = None
 
 
 def sample_k(model, tok, prompts: list[Any], k: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -119,12 +123,18 @@ def run_rs(*, policy_path: str, reward_for: Any, tok, train_records: list[dict],
             old_by = dict(zip(keys, old))
         else:
             old_by = {}
-        kept_old = 0
+        kept_old = below = 0
         for i in range(len(prompts)):
             if str(i) in old_by and old_by[str(i)] > best_score[i]:
                 kept_old += 1
                 continue
+            if cfg.min_score is not None and best_score[i] < cfg.min_score:
+                below += 1
+                continue
             pool[str(i)] = best[i]
+        if not pool:
+            raise UserError(f"rejection sampling iteration {it}: no best answer scored at least min_score "
+                            f"{cfg.min_score} (best {max(best_score):.3f}); lower --min-score")
         sweep = {}
         if cfg.sweep_temperatures:
             sub = prompts[: cfg.sweep_prompts]
@@ -154,7 +164,8 @@ def run_rs(*, policy_path: str, reward_for: Any, tok, train_records: list[dict],
         current = str(it_dir / "final")
         row = {"iteration": it, "policy": current, "sampler": sampler_path, "k": cfg.k,
                "temperature": cfg.temperature, "mean_best_of_k": curve[-1], "mean_sample": curve[0],
-               "best_of_k_curve": curve, "kept_from_earlier": kept_old, "temperature_sweep": sweep,
+               "best_of_k_curve": curve, "kept_from_earlier": kept_old, "below_min_score": below,
+               "chosen": len(pool), "temperature_sweep": sweep,
                **evaluate(load_model(current).eval(), tok, reward, eval_records, cfg.max_new_tokens,
                           cfg.eval_temperature, cfg.seed)}
         state["rows"].append(row)

@@ -103,6 +103,8 @@ def rs_main(argv: list[str]) -> int:
     p.add_argument("--teacher")
     p.add_argument("--sweep-temperatures", default="", help="e.g. 0.7,1.0,1.3")
     p.add_argument("--finetune-from", choices=["previous", "initial"], default="previous")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="fine-tune only on best answers scoring at least this (default: keep every prompt's best)")
     p.add_argument("--safety-threshold", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training prompts")
     p.add_argument("--seed", type=int, default=0)
@@ -142,7 +144,7 @@ def rs_main(argv: list[str]) -> int:
     sweep = [float(t) for t in a.sweep_temperatures.split(",") if t]
     cfg = from_dict(RSConfig, {"k": a.k, "temperature": a.temperature, "iterations": a.iterations,
                                "max_new_tokens": a.max_new_tokens, "seed": a.seed, "sweep_temperatures": sweep,
-                               "finetune_from": a.finetune_from})
+                               "finetune_from": a.finetune_from, "min_score": a.min_score})
     t0 = time.time()
     out = Path(a.out)
     state = run_rs(policy_path=a.policy, reward_for=reward_for, tok=tok, train_records=train, eval_records=held,
