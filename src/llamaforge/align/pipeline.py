@@ -35,6 +35,7 @@ class AlignBudget:
     rs_iterations: int = 2
     rs_lr: float = 5e-4
     rs_epochs: float = 2.0
+    rs_temperature: float = 0.7  # measured on the demo: 0.7 beat 1.0 (held-out reward 0.14 vs 0.04)
     rs_min_score: float | None = None  # keep every best answer, as Llama 2 did (see RSConfig.min_score)
     ppo_iterations: int = 6
     ppo_prompts: int = 32
@@ -145,7 +146,7 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
         f"--data.epochs={b.rs_epochs}", "--train.batch_size=16", "--train.micro_batch=16", "--train.seq_len=256",
         f"--optim.lr={b.rs_lr}", "--optim.warmup_steps=5", "--checkpoint.every=100", "--logging.every=10",
         *_common(b.threads)])
-    cfg = RSConfig(k=b.rs_k, temperature=1.0, iterations=b.rs_iterations, max_new_tokens=b.max_new_tokens,
+    cfg = RSConfig(k=b.rs_k, temperature=b.rs_temperature, iterations=b.rs_iterations, max_new_tokens=b.max_new_tokens,
                    min_score=b.rs_min_score)
     state = run_rs(policy_path=str(policy), reward_for=lambda it: reward, tok=find_tokenizer(policy),
                    train_records=load_records(world / "prompts_train.jsonl", b.rs_prompts),
