@@ -39,3 +39,17 @@ def test_dp2_matches_one_process(tmp_path, tiny_checkpoint, world_dir, recipe):
     for s in a:
         assert abs(a[s] - b[s]) <= 1e-4 * abs(a[s]), (a, b)
     assert (tmp_path / "two" / "final" / "llamaforge.json").is_file()
+
+
+def test_rank_batches_same_count_on_every_rank():
+    """An evaluation under FSDP must run as many forwards on every rank, or the others wait forever."""
+    from llamaforge.align.common import rank_batches
+
+    items = list(range(9))
+    per_rank = [rank_batches(items, 4, r, 2) for r in range(2)]
+    assert [len(b) for b in per_rank] == [2, 2]
+    real = sorted(x for b in per_rank for chunk, pad in b if not pad for x in chunk)
+    assert real == items  # every item scored once
+    assert per_rank[1][1] == ([0], True)  # rank 1 is short: one padding batch
+    assert rank_batches(items, 4, 0, 1) == [([0, 1, 2, 3], False), ([4, 5, 6, 7], False), ([8], False)]
+    assert rank_batches([], 4, 0, 2) == []

@@ -33,3 +33,19 @@ def weighted(items: list, weight: float, rng: random.Random, where: str) -> list
         raise UserError(f"data.sources: weight of {where} must be > 0")
     whole, frac = divmod(weight, 1.0)
     return items * int(whole) + rng.sample(items, round(frac * len(items)))
+
+
+def rank_batches(items: list, micro: int, rank: int, world: int) -> list[tuple[list, bool]]:
+    """This rank's evaluation micro-batches under data parallelism, as (items, is_padding).
+
+    Every rank gets the same number of batches: a sharded model runs collectives in each forward,
+    so a rank with one batch fewer would leave the others waiting forever. A rank short of items
+    re-runs `items[:1]` flagged as padding (its result is discarded). One process: plain chunks.
+    """
+    n = -(-len(items) // (world * micro))
+    out = []
+    for b in range(n):
+        start = (b * world + rank) * micro
+        chunk = items[start:start + micro]
+        out.append((chunk, False) if chunk else (items[:1], True))
+    return out

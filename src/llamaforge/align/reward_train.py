@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from llamaforge.align.common import EpochTrain, in_val_split, weighted
+from llamaforge.align.common import EpochTrain, in_val_split, rank_batches, weighted
 from llamaforge.align.reward import (
     RewardModel,
     encode_pair,
@@ -145,12 +145,15 @@ def pair_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
 
 
 @torch.no_grad()
-def pair_stats(model: torch.nn.Module, items: list[dict[str, Any]], micro: int, device) -> torch.Tensor:
-    """[correct per rating (4), pairs per rating (4), sum of score margins] over `items`."""
+def pair_stats(model: torch.nn.Module, items: list[dict[str, Any]], micro: int, device, rank: int = 0,
+               world: int = 1) -> torch.Tensor:
+    """[correct per rating (4), pairs per rating (4), sum of score margins] over this rank's share of `items`."""
     st = torch.zeros(2 * len(RATINGS) + 1, dtype=torch.float64)
-    for i in range(0, len(items), micro):
-        b = collate_pairs(items[i:i + micro])
+    for chunk, pad in rank_batches(items, micro, rank, world):
+        b = collate_pairs(chunk)
         s = model(b["tokens"].to(device), b["real"].to(device)).float().cpu()
+        if pad:
+            continue
         n = b["margin"].shape[0]
         diff = (s[:n] - s[n:]).double()
         for d, r in zip(diff.tolist(), b["rating"].tolist()):
@@ -174,7 +177,7 @@ def summarize(st: torch.Tensor) -> dict[str, Any]:
 def evaluate_pairs(model: torch.nn.Module, items: list[dict[str, Any]], micro: int, device,
                    info: par.DistInfo | None = None) -> dict[str, Any]:
     """Held-out evaluation; under data parallelism each rank scores its share and the counts are summed."""
-    st = pair_stats(model, items, micro, device)
+    st = pair_stats(model, items, micro, device, info.dp_rank if info else 0, info.dp if info else 1)
     if info is not None and info.world > 1:
         t = st.to(info.device)
         torch.distributed.all_reduce(t)
@@ -238,10 +241,8 @@ def run(cfg: RewardConfig, out: str | Path) -> dict[str, Any]:
         lm = load_model(cfg.reward.init)
         rm: RewardModel = reward_model_from_lm(lm)
         args = rm.args
-        mine = val_items[info.dp_rank::info.dp]
-
         def eval_fn(model: torch.nn.Module) -> dict[str, float]:
-            ev = evaluate_pairs(model, mine, micro, info.device, info)
+            ev = evaluate_pairs(model, val_items, micro, info.device, info)
             return {"val_accuracy": ev["accuracy"], "val_score_margin": ev["mean_score_margin"]}
 
         def final_fn(sd: dict[str, torch.Tensor], path: Path) -> None:
@@ -264,7 +265,7 @@ def run(cfg: RewardConfig, out: str | Path) -> dict[str, Any]:
         summary = trainer.fit()
         if val_items:
             trainer.model.eval()
-            ev = evaluate_pairs(trainer.model, mine, micro, info.device, info)
+            ev = evaluate_pairs(trainer.model, val_items, micro, info.device, info)
             ev["kind"], ev["step"], ev["margin_table"] = cfg.reward.kind, summary["steps"], cfg.reward.margin
             if info.is_main:
                 atomic_write_json(out / "eval.json", ev)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from llamaforge.align.common import EpochTrain, in_val_split, weighted
+from llamaforge.align.common import EpochTrain, in_val_split, rank_batches, weighted
 from llamaforge.config import dump_toml, load_config, parse_overrides
 from llamaforge.data.chat import IGNORE, EncodeStats, EpochBatches, collate, encode_sft_file, pack, packing_efficiency
 from llamaforge.errors import UserError
@@ -109,17 +109,19 @@ def make_loss(packing: str):
 
 
 def make_eval_fn(rows: list, packing: str, micro: int, info: par.DistInfo):
-    mine = rows[info.dp_rank::info.dp]
-    if not mine:
+    if not rows:
         return None
+    mine = rank_batches(rows, micro, info.dp_rank, info.dp)
     loss_fn = make_loss(packing)
 
     def eval_fn(model: torch.nn.Module) -> dict[str, float]:
         total = torch.zeros((), device=info.device)
         count = torch.zeros((), device=info.device)
-        for i in range(0, len(mine), micro):
-            batch = {k: v.to(info.device) for k, v in collate(mine[i:i + micro]).items()}
+        for chunk, pad in mine:
+            batch = {k: v.to(info.device) for k, v in collate(chunk).items()}
             loss, m = loss_fn(model, batch)
+            if pad:
+                continue
             total += par.local_value(loss).float() * m["answer_tokens"]
             count += m["answer_tokens"]
         return {"val_loss": float(par.all_mean(total, info) / par.all_mean(count, info).clamp(min=1))}
