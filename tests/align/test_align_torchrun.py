@@ -28,11 +28,11 @@ def test_dp2_matches_one_process(tmp_path, tiny_checkpoint, world_dir, recipe):
               "--logging.eval_every=0", "--logging.progress=false", "--checkpoint.every=0", "--optim.warmup_steps=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "llamaforge", *args, *common, "--out", str(tmp_path / "one")],
-                         cwd=ROOT, capture_output=True, text=True, env=env)
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "llamaforge", *args, *common, "--parallel.dp_shard=2", "--out", str(tmp_path / "two")],
-                         cwd=ROOT, capture_output=True, text=True, env=env)
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3]
