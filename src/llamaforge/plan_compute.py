@@ -22,15 +22,22 @@ class GPU:
     peak_bf16: float  # dense bf16 (fp16 for V100) tensor-core FLOP/s, no sparsity
     memory_gib: float  # total memory as nvidia-smi reports it
     power_w: float  # nominal board power (carbon.DEVICE_POWER_W)
+    peak_fp32: float  # what fp32 matmuls reach: dense TF32 on Ampere and later, plain FP32 on V100
+
+    def peak(self, dtype: str) -> float:
+        """Peak FLOP/s for a training dtype ('bf16', 'fp16' or 'fp32')."""
+        return self.peak_fp32 if dtype == "fp32" else self.peak_bf16
 
 
 # Peak FLOP/s from the vendors' data sheets (dense, no 2:4 sparsity); memory as nvidia-smi reports it.
 GPUS: dict[str, GPU] = {
-    "a100": GPU("a100", "A100 SXM 80GB", 312e12, 80.0, DEVICE_POWER_W["a100"]),
-    "a100-40gb": GPU("a100-40gb", "A100 SXM 40GB", 312e12, 40.0, DEVICE_POWER_W["a100"]),
-    "h100": GPU("h100", "H100 SXM 80GB", 989e12, 79.6, DEVICE_POWER_W["h100"]),
-    "h200": GPU("h200", "H200 SXM 141GB", 989e12, 140.4, DEVICE_POWER_W["h200"]),
-    "v100": GPU("v100", "V100 SXM2 32GB (fp16)", 125e12, 31.7, DEVICE_POWER_W["v100"]),
+    "a100": GPU("a100", "A100 SXM 80GB", 312e12, 80.0, DEVICE_POWER_W["a100"], 156e12),
+    "a100-40gb": GPU("a100-40gb", "A100 SXM 40GB", 312e12, 40.0, DEVICE_POWER_W["a100"], 156e12),
+    "a100-pcie": GPU("a100-pcie", "A100 PCIe 80GB", 312e12, 80.0, DEVICE_POWER_W["a100-pcie"], 156e12),
+    "h100": GPU("h100", "H100 SXM 80GB", 989e12, 79.6, DEVICE_POWER_W["h100"], 495e12),
+    "h100-pcie": GPU("h100-pcie", "H100 PCIe 80GB", 756e12, 79.6, DEVICE_POWER_W["h100-pcie"], 378e12),
+    "h200": GPU("h200", "H200 SXM 141GB", 989e12, 140.4, DEVICE_POWER_W["h200"], 495e12),
+    "v100": GPU("v100", "V100 SXM2 32GB (fp16)", 125e12, 31.7, DEVICE_POWER_W["v100"], 15.7e12),
 }
 
 

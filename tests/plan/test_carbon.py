@@ -90,3 +90,16 @@ def test_run_record_for_manifests():
     detected = carbon.run_record(36.0)  # this machine: CPU cores (or the GPUs of the job)
     assert detected["count"] >= 1 and detected["device_hours"] > 0
     json.dumps(detected)  # manifests are JSON
+
+
+def test_training_mfu_peaks_come_from_the_planner_table():
+    """One GPU table serves `plan` and the Trainer's MFU; CUDA device names map onto it."""
+    from llamaforge.plan_compute import GPUS
+    from llamaforge.train.metrics import gpu_peak
+
+    assert gpu_peak("NVIDIA H100 80GB HBM3", "bf16") == (989e12, "table: h100 bf16")
+    assert gpu_peak("NVIDIA H100 PCIe", "fp32")[0] == 378e12
+    assert gpu_peak("NVIDIA A100-SXM4-80GB", "fp32")[0] == GPUS["a100"].peak_bf16 / 2  # TF32 is half of bf16
+    assert gpu_peak("Tesla V100-SXM2-32GB", "fp32")[0] == 15.7e12  # no TF32 on Volta
+    peak, src = gpu_peak("NVIDIA L4", "bf16")
+    assert peak == GPUS["a100"].peak_bf16 and "assumed A100" in src

@@ -18,13 +18,6 @@ from typing import Any
 
 import torch
 
-# Dense (no sparsity) peak FLOP/s per device, by dtype. tf32 is what fp32 matmuls use on Ampere+.
-GPU_PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "a100": {"bf16": 312e12, "fp32": 156e12},
-    "h100 pcie": {"bf16": 756e12, "fp32": 378e12},
-    "h100": {"bf16": 989e12, "fp32": 495e12},
-    "h200": {"bf16": 989e12, "fp32": 495e12},
-}
 CACHE = Path(os.environ.get("LLAMAFORGE_CACHE", Path.home() / ".cache" / "llamaforge")) / "peak_flops.json"
 
 
@@ -51,15 +44,22 @@ def measure_cpu_peak(dtype: str = "fp32", n: int = 2048, reps: int = 3) -> float
     return 2 * n**3 / best
 
 
+def gpu_peak(name: str, dtype: str = "fp32") -> tuple[float, str]:
+    """(peak FLOP/s, source) of a CUDA device by name, from the planner's table (one table for both)."""
+    from llamaforge.carbon import device_kind
+    from llamaforge.plan_compute import GPUS
+
+    key = device_kind(name)
+    if key in GPUS:
+        return GPUS[key].peak(dtype), f"table: {key} {dtype}"
+    return GPUS["a100"].peak(dtype), f"unknown GPU {name!r}: assumed A100 {dtype}"
+
+
 def peak_flops(device: torch.device | str, dtype: str = "fp32") -> tuple[float, str]:
     """(peak FLOP/s of one device, where the number comes from)."""
     device = torch.device(device)
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device).lower()
-        for key in sorted(GPU_PEAK_FLOPS, key=len, reverse=True):
-            if key in name:
-                return GPU_PEAK_FLOPS[key][dtype], f"table: {key} {dtype}"
-        return GPU_PEAK_FLOPS["a100"][dtype], f"unknown GPU {name!r}: assumed A100 {dtype}"
+        return gpu_peak(torch.cuda.get_device_name(device), dtype)
     key = f"{_cpu_name()}|threads={torch.get_num_threads()}|{dtype}"
     try:
         cache = json.loads(CACHE.read_text())
