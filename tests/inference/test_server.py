@@ -169,3 +169,30 @@ def test_non_streaming_client_that_goes_away_frees_its_slots(server):
     while (_load(server)["running"], _load(server)["waiting"]) != (0, 0):
         assert time.time() < deadline, _load(server)
         time.sleep(0.1)
+
+
+def test_logprobs_of_the_sampled_tokens(client, server, tiny_model, tokenizer):
+    """logprobs=true (chat) and logprobs=0 (completions) return each sampled token's log-prob, equal to the
+    local generator's; alternatives and streaming with log-probs are refused with a 400 naming the field."""
+    from llamaforge.generate import generate_ids
+    from llamaforge.serve.protocol import token_piece
+
+    r = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logprobs=True)
+    got = r.choices[0].logprobs.content
+    local = generate_ids(tiny_model, [tokenizer.encode_chat_prompt(HELLO)], max_new_tokens=8, temperature=0,
+                         stop_ids=[tokenizer.eos_id], logprobs=True)
+    ids = local.row(0)
+    assert len(got) == len(ids) == r.usage.completion_tokens
+    assert [g.token for g in got] == [token_piece(tokenizer, t)[0] for t in ids]
+    for g, lp in zip(got, local.logprobs[0, : len(ids)].tolist()):
+        assert g.logprob == pytest.approx(lp, abs=1e-4) and g.logprob <= 0 and g.top_logprobs == []
+    c = client.completions.create(model=MODEL, prompt="def main(", max_tokens=6, temperature=0, logprobs=0)
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == c.usage.completion_tokens
+    assert lp.text_offset[0] == 0 and all(x <= 0 for x in lp.token_logprobs)
+    for body, field in (({"messages": HELLO, "logprobs": True, "top_logprobs": 3}, "top_logprobs"),
+                        ({"messages": HELLO, "logprobs": True, "stream": True}, "logprobs")):
+        e = httpx.post(f"{server}/v1/chat/completions", json={"model": MODEL, **body}, headers=HEADERS)
+        assert e.status_code == 400 and e.json()["error"]["param"] == field
+    e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "logprobs": 2}, headers=HEADERS)
+    assert e.status_code == 400 and "logprobs" in e.json()["error"]["message"]

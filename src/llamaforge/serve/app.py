@@ -24,7 +24,16 @@ from llamaforge.errors import UserError
 from llamaforge.generate import Event
 from llamaforge.sampling import SamplingParams
 from llamaforge.serve.engine import Engine, QueueFull
-from llamaforge.serve.protocol import APIError, ChatRequest, CompletionRequest, new_id, now, usage
+from llamaforge.serve.protocol import (
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    new_id,
+    now,
+    token_piece,
+    usage,
+    wants_logprobs,
+)
 
 log = logging.getLogger("llamaforge.serve")
 
@@ -152,6 +161,7 @@ def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max
           ) -> list[tuple[list[int], SamplingParams, int | None]]:
     """One decoder row per (prompt, choice); choice j of a seeded request uses seed + j."""
     stops = body.stop_list()
+    want_lp = wants_logprobs(body)
     rows = []
     for ids, prefix in encoded:
         room = engine.context - len(ids)
@@ -163,7 +173,7 @@ def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max
         for j in range(body.n):
             params = SamplingParams(max_new_tokens=mt, temperature=body.temperature, top_p=body.top_p,
                                     top_k=body.top_k, stop=stops, stop_ids=[] if body.ignore_eos else None,
-                                    seed=None if body.seed is None else body.seed + j)
+                                    seed=None if body.seed is None else body.seed + j, logprobs=want_lp)
             rows.append((ids, params, prefix))
     return rows
 
@@ -185,6 +195,7 @@ async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: li
         gen = _stream(engine, queue, rids, index, meta, chat, sum(prompt_lens), body.include_usage())
         return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     texts, counts, reasons = [""] * len(rids), [0] * len(rids), [None] * len(rids)
+    lps: list[list[tuple[int, float]]] = [[] for _ in rids]
     left = len(rids)
     try:
         while left:
@@ -200,19 +211,37 @@ async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: li
             i = index[ev.rid]
             texts[i] += ev.text
             counts[i] += 1
+            if ev.logprob is not None:
+                lps[i].append((ev.token, ev.logprob))
             if ev.finish:
                 reasons[i] = ev.finish
                 left -= 1
     finally:
         if left:
             engine.cancel(rids)
+    want = rows[0][1].logprobs
     if chat:
-        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+        choices = [{"index": i, "message": {"role": "assistant", "content": t},
+                    "logprobs": _chat_logprobs(engine, lps[i]) if want else None,
                     "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
     else:
-        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": r}
-                   for i, (t, r) in enumerate(zip(texts, reasons))]
+        choices = [{"index": i, "text": t, "logprobs": _completion_logprobs(engine, lps[i]) if want else None,
+                    "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
     return {**meta, "choices": choices, "usage": usage(sum(prompt_lens), sum(counts))}
+
+
+def _chat_logprobs(engine: Engine, lps: list[tuple[int, float]]) -> dict[str, Any]:
+    out = []
+    for tok, lp in lps:
+        text, b = token_piece(engine.tokenizer, tok)
+        out.append({"token": text, "logprob": lp, "bytes": b, "top_logprobs": []})
+    return {"content": out}
+
+
+def _completion_logprobs(engine: Engine, lps: list[tuple[int, float]]) -> dict[str, Any]:
+    tokens = [token_piece(engine.tokenizer, tok)[0] for tok, _ in lps]
+    offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+    return {"tokens": tokens, "token_logprobs": [lp for _, lp in lps], "top_logprobs": None, "text_offset": offsets}
 
 
 async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: dict[int, int], meta: dict,

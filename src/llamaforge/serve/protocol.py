@@ -54,6 +54,7 @@ class _Request(BaseModel):
 class CompletionRequest(_Request):
     prompt: str | list[str]
     max_tokens: int | None = Field(default=16, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # 0: the sampled tokens' log-probs only
 
 
 class ContentPart(BaseModel):
@@ -76,6 +77,37 @@ class ChatMessage(BaseModel):
 class ChatRequest(_Request):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+def wants_logprobs(body: _Request) -> bool:
+    """Log-probs of the sampled tokens; alternatives (top_logprobs, completions logprobs > 0) are not kept
+    by the decoder, so asking for them is a 400 rather than a silently shorter answer."""
+    if isinstance(body, ChatRequest):
+        if body.top_logprobs:
+            raise APIError(400, "top_logprobs > 0 is not supported: only the sampled tokens' log-probs are "
+                           "returned (logprobs=true, top_logprobs=0)", param="top_logprobs")
+        want = body.logprobs
+    else:
+        if getattr(body, "logprobs", None):
+            raise APIError(400, "logprobs > 0 is not supported: use logprobs=0 for the sampled tokens' "
+                           "log-probs", param="logprobs")
+        want = getattr(body, "logprobs", None) is not None
+    if want and body.stream:
+        raise APIError(400, "logprobs with stream=true is not supported; use a non-streaming request",
+                       param="logprobs")
+    return want
+
+
+def token_piece(tokenizer, token: int) -> tuple[str, list[int]]:
+    """A token's text and UTF-8 bytes (SentencePiece's U+2581 is a space, <0xHH> pieces a raw byte)."""
+    piece = tokenizer.id_to_piece(token)
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        b = [int(piece[3:5], 16)]
+        return bytes(b).decode("utf-8", errors="replace"), b
+    text = piece.replace("\u2581", " ")
+    return text, list(text.encode("utf-8"))
 
 
 def new_id(prefix: str) -> str:
