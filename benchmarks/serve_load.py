@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--threads", type=int, default=2, help="server torch threads (1 on a busy shared machine)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    ap.add_argument("--compile", action="store_true", help="serve with --compile (decode step per batch bucket)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="lf-serve-"))
     ckpt = build_checkpoint(tmp)
@@ -90,7 +91,7 @@ def main() -> None:
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, "-m", "llamaforge", "serve", "--model", str(ckpt), "--port", str(port),
-           "--max-batch", "16", "--threads", str(args.threads)]
+           "--max-batch", "16", "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -100,7 +101,8 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        asyncio.run(load(url, 2, 1, 8))  # warm-up
+        for c in ((1, 2, 4, 8, 16) if args.compile else (2,)):  # warm-up (compiles every batch bucket)
+            asyncio.run(load(url, c, 1, 8))
         counts = [int(c) for c in args.clients.split(",")]
         got: dict[int, list] = {c: [] for c in counts}
         for _ in range(args.rounds):  # interleaved: this machine's speed drifts between passes
@@ -111,7 +113,8 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
     base = rows[0][1]
-    print(f"\nserver: tiny-15m shape (vocab 2000), --max-batch 16, {args.threads} torch threads; each client "
+    print(f"\nserver: tiny-15m shape (vocab 2000), --max-batch 16{' --compile' if args.compile else ''}, "
+          f"{args.threads} torch threads; each client "
           f"streams {args.requests} x {args.tokens} tokens; median of {args.rounds} interleaved rounds")
     print("| clients | aggregate tokens/s | tokens/s per client | median time to first token | vs 1 client |")
     print("|---|---|---|---|---|")
