@@ -263,18 +263,31 @@ async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: 
         if chat:
             for i in range(len(rids)):
                 yield chunk(i, None, None, role=True)
-        while left:
-            ev = await queue.get()
-            if isinstance(ev, Exception):
-                err = APIError(500, f"generation failed: {ev}", type="server_error")
-                yield f"data: {json.dumps(err.body())}\n\n"
-                break
-            assert isinstance(ev, Event)
-            completion += 1
-            if ev.finish:
-                left -= 1
-            if ev.text or ev.finish:
-                yield chunk(index[ev.rid], ev.text, ev.finish)
+        failed = False
+        while left and not failed:
+            # Everything already waiting goes out together, one chunk per choice: when the client or
+            # the event loop falls behind the decoder, fewer, larger chunks let it catch up.
+            evs = [await queue.get()]
+            while not queue.empty():
+                evs.append(queue.get_nowait())
+            texts: dict[int, str] = {}
+            out = []
+            for ev in evs:
+                if isinstance(ev, Exception):
+                    err = APIError(500, f"generation failed: {ev}", type="server_error")
+                    out.append(f"data: {json.dumps(err.body())}\n\n")
+                    failed = True
+                    break
+                assert isinstance(ev, Event)
+                completion += 1
+                i = index[ev.rid]
+                texts[i] = texts.get(i, "") + ev.text
+                if ev.finish:
+                    left -= 1
+                    out.append(chunk(i, texts.pop(i), ev.finish))
+            out[:0] = [chunk(i, t, None) for i, t in texts.items() if t]
+            for c in out:
+                yield c
         if include_usage and not left:
             yield f"data: {json.dumps({**meta, 'choices': [], 'usage': usage(prompt_tokens, completion)})}\n\n"
         yield "data: [DONE]\n\n"
