@@ -21,6 +21,19 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def mean_step_time(loss_fn, opt, steps: int) -> float:
+    """Mean seconds of an optimizer step (forward, backward, update) over `steps`, after one warm-up step."""
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss_fn(i).backward()
+        opt.step()
+        opt.zero_grad()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return sum(times) / len(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny-15m")
@@ -53,36 +66,22 @@ def main() -> None:
     for mode in ("isolated", "concat", "none"):
         rows = pack(samples, 512, mode)
         b = collate(rows[:8])
-        times = []
-        for i in range(a.steps + 1):
-            t0 = time.perf_counter()
+
+        def sft_loss(i, b=b, mode=mode):
             if mode == "isolated":
                 logits = lm(b["tokens"], input_pos=b["positions"], mask=causal_block_mask(b["docs"]))
             else:
                 logits = lm(b["tokens"])
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            if i:
-                times.append(time.perf_counter() - t0)
-        dt = sum(times) / len(times)
+            return torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
+
+        dt = mean_step_time(sft_loss, opt, a.steps)
         eff = packing_efficiency(rows)
         print(f"| SFT | packing {mode} (efficiency {eff:.0%}), 8 x 512 | {8 * 512 * eff / dt:,.0f} answer+prompt "
               f"tokens/s | {dt:.2f} s | {rss_mb():,.0f} MB |")
     rm = reward_model_from_lm(lm)
     items = encode_pairs(load_pref_pairs(tmp / "w" / "prefs_helpful.jsonl")[: 16 * (a.steps + 1)], tok, 256, "small")
     opt = torch.optim.AdamW(rm.parameters(), lr=1e-4)
-    times = []
-    for i in range(a.steps + 1):
-        t0 = time.perf_counter()
-        loss, _ = pair_loss(rm, collate_pairs(items[i * 16:(i + 1) * 16]))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if i:
-            times.append(time.perf_counter() - t0)
-    dt = sum(times) / len(times)
+    dt = mean_step_time(lambda i: pair_loss(rm, collate_pairs(items[i * 16:(i + 1) * 16]))[0], opt, a.steps)
     print(f"| reward model | 16 pairs (chosen + rejected in one forward) | {16 / dt:,.1f} pairs/s | {dt:.2f} s | "
           f"{rss_mb():,.0f} MB |")
     torch.manual_seed(0)

@@ -16,17 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from llamaforge.errors import UserError
-from llamaforge.io import atomic_write_json, atomic_write_text
+from llamaforge.io import atomic_write_json, atomic_write_text, read_json
 
 TRAINING = ("pretrain", "sft", "reward", "rlhf ppo", "rlhf rs")
 WORLD_KEYS = ("skill_accuracy", "unsafe_compliance", "false_refusal", "instruction_obedience", "eval_reward")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def manifest_for(path: Path) -> Path | None:
@@ -46,11 +39,11 @@ def lineage(model: str | Path, max_depth: int = 32) -> list[dict[str, Any]]:
     seen, queue, out = {start.resolve()}, [(start, 0)], []
     while queue:
         m, depth = queue.pop(0)
-        man = _read_json(m)
+        man = read_json(m)
         if man is None:
             continue
         out.append({"dir": str(m.parent), "depth": depth, "manifest": man,
-                    "result": _read_json(m.parent / "result.json")})
+                    "result": read_json(m.parent / "result.json")})
         if depth >= max_depth:
             continue
         for inp in man.get("inputs") or []:
@@ -77,7 +70,7 @@ def _compute_rows(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
 def _model_details(path: Path) -> dict[str, Any]:
     from llamaforge.checkpoint.native import CONFIG
 
-    cfg = _read_json(path / CONFIG) or {}
+    cfg = read_json(path / CONFIG) or {}
     args = cfg.get("model_args") or {}
     out: dict[str, Any] = {"path": str(path), "kind": cfg.get("kind"), "dtype": cfg.get("dtype"),
                            "trained_by": cfg.get("trained_by"), "args": args,
@@ -98,11 +91,11 @@ def _eval_results(dirs: list[str]) -> list[dict[str, Any]]:
         if not d.is_dir():
             raise UserError(f"--eval {d}: not a directory (give an evaluation output directory, e.g. from "
                             "`llamaforge eval safety --out DIR`)")
-        man = _read_json(d / "manifest.json") or {}
+        man = read_json(d / "manifest.json") or {}
         report = d / "report.md"
         out.append({"dir": str(d), "command": man.get("command"),
                     "report_md": report.read_text(encoding="utf-8") if report.is_file() else None,
-                    "results": _read_json(d / "results.json")})
+                    "results": read_json(d / "results.json")})
     return out
 
 
@@ -113,8 +106,7 @@ def build_card(model: str | Path, evals: list[str] | None = None, name: str | No
     entries = lineage(path)
     compute, total = _compute_rows(entries)
     data = [e for e in entries if e["manifest"].get("command") in ("data tokenize", "data clean", "data report",
-                                                                      "tokenizer train", "demo corpus", "world make",
-                                                                      "demo world")]
+                                                                      "tokenizer train", "demo corpus", "world make")]
     world = [{"stage": e["manifest"].get("command"), "dir": e["dir"],
               **{k: e["result"][k] for k in WORLD_KEYS if isinstance(e.get("result"), dict) and k in e["result"]}}
              for e in entries if isinstance(e.get("result"), dict)]

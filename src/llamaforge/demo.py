@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamaforge.io import atomic_dir, atomic_write_text, write_manifest
+from llamaforge.io import atomic_dir, atomic_write_json, atomic_write_text, read_json, write_manifest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: see llamaforge/train/__init__.py
 
@@ -167,15 +167,12 @@ def clock(seconds: float) -> str:
 
 
 def read_timings(out: Path) -> dict[str, dict[str, float]]:
-    f = out / "timings.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return read_json(out / "timings.json", {})
 
 
 def run_demo(d: Demo, only: list[str] | None = None) -> dict[str, Any]:
     """Run the stages in order; the progress line names the stage, its budget and the ETA of the rest
     (the remaining budget scaled by how this machine has kept to the budget so far)."""
-    from llamaforge.io import atomic_write_json
-
     t0 = time.time()
     plan = [st for st in stages(d) if not only or st.name in only]
     total = sum(st.budget_s for st in plan)

@@ -283,7 +283,7 @@ def _(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def project(h: torch.Tensor, w: torch.Tensor, packed: bool) -> torch.Tensor:
-    """h [n, D] times the decode-layout output weight (see DecodeHead)."""
+    """h [n, D] times the decode-layout output weight (see DecodeWeights)."""
     return packed_linear(h, w) if packed else h @ w
 
 

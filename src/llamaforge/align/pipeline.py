@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llamaforge.config import load_config
+from llamaforge.io import atomic_write_json, atomic_write_text, read_json, write_manifest
 
 
 @dataclass
@@ -109,7 +110,7 @@ def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, A
                            max_new_tokens=b.max_new_tokens)
     after = run_gatt_eval(load_model(out / "run" / "final"), tok, turns=b.gatt_turns_eval,
                           conversations=b.gatt_conversations, max_new_tokens=b.max_new_tokens)
-    (out / "gatt_eval.json").write_text(json.dumps({"before": before, "after": after}, indent=2))
+    atomic_write_json(out / "gatt_eval.json", {"before": before, "after": after})
     (out / "plots").mkdir(exist_ok=True)
     curves = {f"{who}, {g}": ys for who, r in (("SFT", before), ("GAtt", after)) for g, ys in r["retention"].items()}
     plot({"turns": b.gatt_turns_eval, "retention": curves}, out / "plots" / "retention.png")
@@ -135,11 +136,10 @@ def stage_reward(out: Path, init: Path, prefs: Path, kind: str, b: AlignBudget) 
 def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
     from llamaforge.align.ppo_train import build_reward
     from llamaforge.align.rejection_sampling import RSConfig, iteration_dirs, run_rs
-    from llamaforge.align.rlhf_cli import plot_rs, rs_report
+    from llamaforge.align.rlhf_cli import write_rs_outputs
     from llamaforge.align.sft import SFTConfig
     from llamaforge.align.world_eval import load_records
     from llamaforge.checkpoint import find_tokenizer
-    from llamaforge.io import atomic_write_text
 
     reward = build_reward(str(rm_h), str(rm_s), list(b.reward_fns), 0.15)
     sft_cfg = load_config(SFTConfig, None, [
@@ -152,8 +152,7 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
                    train_records=load_records(world / "prompts_train.jsonl", b.rs_prompts),
                    eval_records=load_records(world / "prompts_eval.jsonl", b.eval_prompts), out=out, cfg=cfg,
                    sft_config=sft_cfg)
-    plot_rs(state["rows"], out / "plots" / "rs.png")
-    atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(state["rows"]))
+    write_rs_outputs(out, state["rows"])
     return state["rows"][-1] | {"eval_reward_start": state["rows"][0]["eval_reward"],
                                 "inputs": [str(p) for p in iteration_dirs(out, state)]}
 
@@ -193,7 +192,6 @@ def stage_chat(out: Path, model: Path, b: AlignBudget) -> dict[str, Any]:
     """A sample chat with the final model: one dialogue of a few turns (skill, benign look-alike, harmful)."""
     from llamaforge.checkpoint import find_tokenizer, load_model
     from llamaforge.generate import generate
-    from llamaforge.io import atomic_write_text
 
     m, tok = load_model(model).eval(), find_tokenizer(model)
     msgs: list[dict[str, str]] = []
@@ -210,8 +208,6 @@ def stage_chat(out: Path, model: Path, b: AlignBudget) -> dict[str, Any]:
 
 def _save_result(out: Path, name: str, res: dict[str, Any], inputs: list[Path] | None = None) -> dict[str, Any]:
     """result.json, and a manifest naming the stage's inputs unless its run wrote one (the lineage a card follows)."""
-    from llamaforge.io import atomic_write_json, write_manifest
-
     atomic_write_json(out / "result.json", res)
     if not (out / "manifest.json").exists():
         write_manifest(out, f"demo {name}", None, inputs or [], result=res)
@@ -219,8 +215,7 @@ def _save_result(out: Path, name: str, res: dict[str, Any], inputs: list[Path] |
 
 
 def _result(d: Any, name: str) -> dict[str, Any]:
-    f = d.dir(name) / "result.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
+    return read_json(d.dir(name) / "result.json", {})
 
 
 def demo_stages(stage_cls: Any, b: AlignBudget | None = None) -> list[Any]:
@@ -268,8 +263,6 @@ def demo_stages(stage_cls: Any, b: AlignBudget | None = None) -> list[Any]:
         return _save_result(d.dir("card"), "card", {"card": str(path)}, [d.dir("ppo") / "final"])
 
     def report(d):
-        from llamaforge.io import atomic_write_text
-
         md = report_table(d)
         plots = sorted(str(p.relative_to(d.out)) for p in d.out.rglob("*.png") if not p.name.startswith("."))
         md += (f"\nModel card: `{d.dir('card') / 'MODEL_CARD.md'}`; sample chat: `{d.dir('chat') / 'chat.md'}`.\n"
@@ -303,8 +296,7 @@ def _num(x: Any) -> str:
 def report_table(d: Any) -> str:
     """Val loss, RM accuracy by rating, held-out reward, skill accuracy, unsafe compliance, false
     refusals, GAtt retention: one row per stage, from each stage's result.json."""
-    pre = json.loads((d.dir("pretrain") / "manifest.json").read_text()).get("summary", {}) \
-        if (d.dir("pretrain") / "manifest.json").is_file() else {}
+    pre = read_json(d.dir("pretrain") / "manifest.json", {}).get("summary", {})
     sft, gatt, rs, ppo = (_result(d, n) for n in ("sft", "gatt", "rs", "ppo"))
     rms = {k: _result(d, f"rm_{k}") for k in ("helpfulness", "safety")}
     rows = ["| stage | val loss | RM accuracy (sig / better / slight / negl) | held-out reward | skill accuracy | "

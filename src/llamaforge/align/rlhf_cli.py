@@ -66,6 +66,13 @@ def plot_rs(rows: list[dict], path: Path) -> None:
     tmp.replace(path)
 
 
+def write_rs_outputs(out: Path, rows: list[dict]) -> None:
+    """OUT/rs.json, OUT/report.md (the table by iteration) and OUT/plots/rs.png of a rejection-sampling run."""
+    atomic_write_json(out / "rs.json", rows)
+    atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(rows))
+    plot_rs(rows, out / "plots" / "rs.png")
+
+
 def rs_report(rows: list[dict]) -> str:
     cols = ["iteration", "eval_reward", "mean_best_of_k", "mean_sample", "skill_accuracy", "unsafe_compliance",
             "false_refusal"]
@@ -150,9 +157,7 @@ def rs_main(argv: list[str]) -> int:
     state = run_rs(policy_path=a.policy, reward_for=reward_for, tok=tok, train_records=train, eval_records=held,
                    out=out, cfg=cfg, sft_config=sft_cfg, teacher_path=a.teacher)
     rows = state["rows"]
-    atomic_write_json(out / "rs.json", rows)
-    atomic_write_text(out / "report.md", "# Rejection sampling\n\n" + rs_report(rows))
-    plot_rs(rows, out / "plots" / "rs.png")
+    write_rs_outputs(out, rows)
     write_manifest(out, "rlhf rs", {**vars(a), "sft": sft_cfg}, [a.policy, a.prompts, *iteration_dirs(out, state)],
                    time.time() - t0, iterations=rows)
     print(rs_report(rows))

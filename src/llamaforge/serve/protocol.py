@@ -81,7 +81,7 @@ class ChatRequest(_Request):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
-def wants_logprobs(body: _Request) -> bool:
+def wants_logprobs(body: CompletionRequest | ChatRequest) -> bool:
     """Log-probs of the sampled tokens; alternatives (top_logprobs, completions logprobs > 0) are not kept
     by the decoder, so asking for them is a 400 rather than a silently shorter answer."""
     if isinstance(body, ChatRequest):
@@ -90,10 +90,10 @@ def wants_logprobs(body: _Request) -> bool:
                            "returned (logprobs=true, top_logprobs=0)", param="top_logprobs")
         want = body.logprobs
     else:
-        if getattr(body, "logprobs", None):
+        if body.logprobs:
             raise APIError(400, "logprobs > 0 is not supported: use logprobs=0 for the sampled tokens' "
                            "log-probs", param="logprobs")
-        want = getattr(body, "logprobs", None) is not None
+        want = body.logprobs is not None
     if want and body.stream:
         raise APIError(400, "logprobs with stream=true is not supported; use a non-streaming request",
                        param="logprobs")
