@@ -5,7 +5,7 @@ trained on the Python standard library), starts `llamaforge serve --max-batch 16
 on a free port, and has C clients each stream --requests completions of --tokens tokens
 (ignore_eos, temperature 0.8) back to back. Aggregate = completion tokens of all clients / wall time.
 
-    .venv/bin/python benchmarks/serve_load.py [--tokens 64] [--requests 2] [--clients 1,4,16] [--threads 2]
+    .venv/bin/python benchmarks/serve_load.py [--tokens 64] [--requests 6] [--clients 1,4,16] [--threads 2]
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ async def load(url: str, clients: int, n_req: int, tokens: int) -> tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--requests", type=int, default=2, help="requests per client, back to back")
+    ap.add_argument("--requests", type=int, default=6,
+                    help="requests per client, back to back (more: closer to steady state, less ramp-up and drain)")
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--threads", type=int, default=2, help="server torch threads (1 on a busy shared machine)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")

@@ -45,6 +45,8 @@ class BatchDecoder:
         self.weights = DecodeWeights(model, decode_weights)
         self.sync_every = max(1, sync_every)
         self.cache = SlotCache.for_model(model, max_batch, max_len)
+        if not compile:
+            self.cache.shrink()  # grows as rows do (SlotCache.reserve)
         self.max_batch, self.max_len = max_batch, self.cache.max_len
         self.prefill_tokens = prefill_tokens
         dev = self.cache.device
@@ -126,6 +128,8 @@ class BatchDecoder:
             events += self._prefill(new)
         if self.rows:
             events += self._decode()
+        if not self.rows and not self.compiled:
+            self.cache.shrink()
         return events
 
     def _take_pending(self) -> list[Row]:
@@ -160,6 +164,7 @@ class BatchDecoder:
                 self.unif[s, :p.max_new_tokens] = torch.rand(p.max_new_tokens, generator=g).to(dev)
             r.pos = lens[i]
         c = self.cache
+        c.reserve(lmax)
         c.start, c.live, c.prefill = start, lmax, True
         try:
             h = self.model(toks.to(dev), input_pos=torch.arange(lmax, device=dev), cache=c, return_hidden=True)
@@ -186,6 +191,7 @@ class BatchDecoder:
         c = self.cache
         c.start, c.prefill = 0, False
         c.live = self.max_len if self.compiled else max(r.pos for r in self.rows) + k
+        c.reserve(c.live)
         w = self.weights.get(nb)  # the copies are remade here if the weights changed
         for j in range(k):
             if self.cudagraphs:  # the previous step's outputs were copied out: its buffers may be reused

@@ -274,7 +274,7 @@ def _pack(w: torch.Tensor, packed: bool) -> torch.Tensor:
 @torch.library.custom_op("llamaforge::packed_linear", mutates_args=())
 def packed_linear(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """h [n, D] @ w.T for a oneDNN-packed w [V, D] (an opaque op to torch.compile, which cannot lower it)."""
-    return torch.ops.mkldnn._linear_pointwise(h, w, None, "none", [], "")
+    return _linear_pointwise(h, w)
 
 
 @packed_linear.register_fake
@@ -284,7 +284,15 @@ def _(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def project(h: torch.Tensor, w: torch.Tensor, packed: bool) -> torch.Tensor:
     """h [n, D] times the decode-layout output weight (see DecodeWeights)."""
-    return packed_linear(h, w) if packed else h @ w
+    if not packed:
+        return h @ w
+    if torch.compiler.is_compiling():
+        return packed_linear(h, w)
+    return _linear_pointwise(h, w)  # eager: the custom op's Python wrapper costs ~13 us a call
+
+
+def _linear_pointwise(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise.default(h, w, None, "none", [], "")
 
 
 def decode_forward(model: torch.nn.Module, tok: torch.Tensor, pos: torch.Tensor, cache: SlotCache,
@@ -338,25 +346,38 @@ def decode_step(model: torch.nn.Module, cache: SlotCache, tok: torch.Tensor, pos
 class TextStream:
     """Incremental detokenization with stop strings.
 
-    Decodes the whole continuation each time (SentencePiece merges byte pieces and spaces), after
-    `prefix_id` (the prompt's last token) so a leading space of the continuation is kept.
+    SentencePiece merges byte pieces and spaces, so text is decoded over a window of recent
+    tokens after an anchor token (at first `prefix_id`, the prompt's last token, so a leading
+    space of the continuation is kept). Once the window holds WINDOW tokens and ends on a
+    complete character its text is final and the anchor moves to the last token: each push
+    decodes at most ~WINDOW tokens, not the whole continuation.
     """
+
+    WINDOW = 8
 
     def __init__(self, tokenizer, stop: Sequence[str] = (), prefix_id: int | None = None):
         self.tokenizer, self.stop = tokenizer, list(stop)
-        self.prefix = [prefix_id] if prefix_id is not None else []
-        self.skip = tokenizer.decode(self.prefix) if self.prefix else ""
+        self._anchor([prefix_id] if prefix_id is not None else [])
         self.ids: list[int] = []
+        self.base, self.final = 0, ""  # ids[:base] decode to `final`
         self.text, self.sent = "", 0
+
+    def _anchor(self, prefix: list[int]) -> None:
+        self.prefix, self.skip = prefix, (self.tokenizer.decode(prefix) if prefix else "")
 
     def _decode(self) -> str:
         if self.ids[-1] >= self.tokenizer.n_words:  # a model vocab wider than the tokenizer's
             self.ids[-1] = self.tokenizer.unk_id if hasattr(self.tokenizer, "unk_id") else 0
-        s = self.tokenizer.decode(self.prefix + self.ids)
+        window = self.ids[self.base:]
+        s = self.tokenizer.decode(self.prefix + window)
         if self.prefix and not s.startswith(self.skip):  # prefix was a partial byte piece: drop it
-            self.prefix, self.skip = [], ""
-            s = self.tokenizer.decode(self.ids)
-        return s[len(self.skip):]
+            self._anchor([])
+            s = self.tokenizer.decode(window)
+        text = self.final + s[len(self.skip):]
+        if len(window) >= self.WINDOW and not text.endswith("\ufffd"):
+            self.base, self.final = len(self.ids), text
+            self._anchor(self.ids[-1:])
+        return text
 
     def push(self, token: int) -> tuple[str, bool]:
         """Add a token; return (text that is now final, whether a stop string was hit)."""

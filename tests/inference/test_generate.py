@@ -192,3 +192,37 @@ def test_package_level_generate_is_callable(tiny_model, tokenizer):
 
     assert pkg_generate(tiny_model, tokenizer, ["x"], max_new_tokens=3, temperature=0) == \
         generate(tiny_model, tokenizer, ["x"], max_new_tokens=3, temperature=0)
+
+
+def test_cache_grows_past_its_first_size_and_shrinks_when_idle(tiny_model, tokenizer):
+    # rows cross the first buffer size (128) mid-decode: the cache doubles, keeping what it held
+    long = tokenizer.encode("import os\n" * 40)[:120]
+    rows = [long, tokenizer.encode("def main(")]
+    dec = BatchDecoder(tiny_model, None, max_batch=2, max_len=512)
+    assert dec.cache.capacity == 128
+    for i, p in enumerate(rows):
+        dec.add(i, p, SamplingParams(30, stop_ids=[]))
+    got, seen = {0: [], 1: []}, set()
+    while dec.busy:
+        for ev in dec.step():
+            got[ev.rid].append(ev.token)
+        seen.add(dec.cache.capacity)
+    assert seen == {256, 128} and dec.cache.capacity == 128  # grew, then shrank once idle
+    for i, p in enumerate(rows):
+        assert got[i] == naive_greedy(tiny_model, p, 30)
+
+
+def test_text_stream_window_matches_decoding_everything(tokenizer):
+    import random
+
+    rng = random.Random(0)
+    texts = ["héllo wörld — ünïcode ✓ 😀 done", "  two  spaces\tand\nnewlines  ", "x = {'a': [1, 2]}  # ok"]
+    for trial in range(200):  # real text, then random ids (byte pieces split across windows)
+        ids = tokenizer.encode(rng.choice(texts) * rng.randint(1, 3), bos=False) if trial < 100 else \
+            [rng.randrange(3, tokenizer.n_words) for _ in range(rng.randint(1, 60))]
+        prefix = rng.choice([None, tokenizer.encode("x y", bos=False)[-1]])
+        ts = TextStream(tokenizer, [], prefix)
+        out = "".join(ts.push(t)[0] for t in ids) + ts.flush()
+        full = tokenizer.decode(([prefix] if prefix is not None else []) + ids)
+        want = full[len(tokenizer.decode([prefix])):] if prefix is not None else full
+        assert out == want, ids

@@ -61,7 +61,14 @@ class SlotCache(nn.Module):
     Each layer has its own buffers (k0, v0, k1, ...) and decoding writes into them directly:
     under torch.compile, writes into views of one stacked [layers, ...] buffer made inductor
     copy the whole cache at every step (2.6 ms of a ~6 ms tiny-15m step).
+
+    Eager decoding may `shrink` the buffers and `reserve` positions as rows grow (doubling up to
+    max_len): attention then reads each row's keys from a short buffer instead of a 1024-long
+    one, which on a CPU is 30% faster at 16 rows (DRAM access pattern), and an idle server holds
+    little memory. Compiled steps keep the full length (static shapes and addresses).
     """
+
+    MIN_CAPACITY = 128
 
     def __init__(self, n_layers: int, batch_size: int, max_len: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None):
@@ -73,6 +80,7 @@ class SlotCache(nn.Module):
         self.register_buffer("slots", torch.arange(max_len, device=device), persistent=False)
         self.register_buffer("rows", torch.arange(batch_size, device=device).unsqueeze(1), persistent=False)
         self.n_layers, self.batch_size, self.max_len = n_layers, batch_size, max_len
+        self.capacity = max_len  # positions the buffers hold now
         self.start, self.live, self.prefill = 0, max_len, False
 
     for_model = KVCache.__dict__["for_model"]  # the same classmethod: builds a SlotCache
@@ -86,6 +94,27 @@ class SlotCache(nn.Module):
 
     def buffers_kv(self) -> list[torch.Tensor]:
         return [t for i in range(self.n_layers) for t in self.layer(i)]
+
+    def _resize(self, capacity: int, keep: int) -> None:
+        for name in [f"{kv}{i}" for i in range(self.n_layers) for kv in "kv"]:
+            old = getattr(self, name)
+            new = old.new_zeros(*old.shape[:2], capacity, old.shape[3])
+            if keep:
+                new[:, :, :keep] = old[:, :, :keep]
+            setattr(self, name, new)  # replaces the registered buffer
+        self.capacity = capacity
+
+    def reserve(self, n: int) -> None:
+        """Make positions [0, n) writable, doubling the buffers (keeping their contents) if needed."""
+        if n > self.capacity:
+            if n > self.max_len:
+                raise ValueError(f"cache needs {n} positions, max_len is {self.max_len}")
+            self._resize(min(self.max_len, max(self.MIN_CAPACITY, 1 << (n - 1).bit_length())), self.capacity)
+
+    def shrink(self) -> None:
+        """Drop every row's contents and go back to the smallest buffers (call when no row is active)."""
+        if self.capacity > min(self.MIN_CAPACITY, self.max_len):
+            self._resize(min(self.MIN_CAPACITY, self.max_len), 0)
 
     def update(self, layer: int, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         n, t, s = k.shape[0], k.shape[2], self.start
