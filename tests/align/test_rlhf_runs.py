@@ -118,3 +118,40 @@ def test_rejection_sampling_min_score(tmp_path, tiny_checkpoint, world_dir, caps
     assert row["below_min_score"] == len(samples) - len(kept) and row["chosen"] == len(kept)
     assert main(argv(tmp_path / "none", 2.0)) == 2  # world_reward is at most 1
     assert "lower --min-score" in capsys.readouterr().err
+
+
+def test_rejection_sampling_min_user_score_chooses_the_best_verified_answer(tmp_path, tiny_checkpoint, world_dir):
+    """With a verifier gate the chosen answer is the best-scoring one the verifier accepts, even when a
+    rejected answer scores higher overall; prompts with no accepted answer are left out."""
+    import torch
+
+    from llamaforge.align.rejection_sampling import RSConfig, run_rs
+    from llamaforge.align.sft import SFTConfig
+    from llamaforge.align.world_eval import load_records
+    from llamaforge.checkpoint import find_tokenizer
+    from llamaforge.config import load_config
+
+    class Stub:  # the verifier accepts answers of odd length; the "reward model" prefers rejected ones
+        def score(self, records, prompts, answers):
+            user = torch.tensor([1.0 if len(a) % 2 else -1.0 for a in answers])
+            return {"user": user, "score": -10 * user + torch.tensor([len(a) / 100 for a in answers])}
+
+    sft = load_config(SFTConfig, None, ["--train.batch_size=1", "--train.micro_batch=1", "--train.seq_len=128",
+                                        "--data.epochs=1", "--logging.progress=false"])
+    recs = load_records(world_dir / "prompts_train.jsonl", 8)
+    st = run_rs(policy_path=str(tiny_checkpoint), reward_for=lambda it: Stub(), tok=find_tokenizer(tiny_checkpoint),
+                train_records=recs, eval_records=recs[:2], out=tmp_path / "rs", sft_config=sft, log=lambda *a: None,
+                cfg=RSConfig(k=3, iterations=1, max_new_tokens=6, temperature=1.0, min_user_score=0.0))
+    samples = [json.loads(x) for x in (tmp_path / "rs/iter_1/samples/samples.jsonl").read_text().splitlines()]
+    chosen = [json.loads(x)["messages"][-1]["content"]
+              for x in (tmp_path / "rs/iter_1/samples/chosen.jsonl").read_text().splitlines()]
+    want = []
+    for s in samples:
+        ok = [a for a in s["answers"] if len(a) % 2 and a]
+        if ok:
+            want.append(max(ok, key=len))  # the highest score among the accepted ones
+    assert chosen == want and want
+    # the gate mattered: some prompt had a rejected answer that the plain argmax would have chosen
+    assert any(any(len(a) % 2 == 0 for a in s["answers"]) and any(len(a) % 2 for a in s["answers"])
+               for s in samples)
+    assert st["rows"][1]["no_verified_answer"] == sum(not any(len(a) % 2 for a in s["answers"]) for s in samples)

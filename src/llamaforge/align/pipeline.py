@@ -21,7 +21,7 @@ class AlignBudget:
     """Sizes of each stage. The defaults fit the demo's budget on 2 CPU cores (tiny-1m)."""
 
     world_size: int = 3000
-    eval_prompts: int = 150
+    eval_prompts: int = 300  # all of the world's eval records (180 skill prompts): 150 left too much noise
     sft_epochs: float = 3.0
     sft_lr: float = 1e-3
     gatt_dialogues: int = 400
@@ -31,14 +31,17 @@ class AlignBudget:
     gatt_conversations: int = 16
     rm_epochs: float = 1.0
     rm_lr: float = 5e-4
-    rs_prompts: int = 400
-    rs_k: int = 4
-    rs_iterations: int = 2
+    rs_prompts: int = 750
+    rs_k: int = 8
+    rs_iterations: int = 3
     rs_lr: float = 5e-4
     rs_epochs: float = 2.0
     rs_temperature: float = 0.7  # measured on the demo: 0.7 beat 1.0 (held-out reward 0.14 vs 0.04)
     rs_min_score: float | None = None  # keep every best answer, as Llama 2 did (see RSConfig.min_score)
-    ppo_iterations: int = 6
+    # choose among the answers the world verifier accepts (right skill answers, refusals of harmful
+    # prompts): without it most chosen skill answers were wrong ones (RSConfig.min_user_score)
+    rs_min_user_score: float | None = 0.0
+    ppo_iterations: int = 12
     ppo_prompts: int = 32
     ppo_lr: float = 2e-5
     max_new_tokens: int = 40
@@ -147,7 +150,7 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
         f"--optim.lr={b.rs_lr}", "--optim.warmup_steps=5", "--checkpoint.every=100", "--logging.every=10",
         *_common(b.threads)])
     cfg = RSConfig(k=b.rs_k, temperature=b.rs_temperature, iterations=b.rs_iterations, max_new_tokens=b.max_new_tokens,
-                   min_score=b.rs_min_score)
+                   min_score=b.rs_min_score, min_user_score=b.rs_min_user_score)
     state = run_rs(policy_path=str(policy), reward_for=lambda it: reward, tok=find_tokenizer(policy),
                    train_records=load_records(world / "prompts_train.jsonl", b.rs_prompts),
                    eval_records=load_records(world / "prompts_eval.jsonl", b.eval_prompts), out=out, cfg=cfg,

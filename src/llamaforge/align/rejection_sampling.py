@@ -39,6 +39,10 @@ class RSConfig:
     # keep a prompt's best answer only if it scores at least this (None: always keep, as in Llama 2); with a
     # verifier in the reward, a threshold keeps wrong best-of-K answers out of the fine-tuning set
     min_score: float | None = None
+    # keep only answers whose user reward functions (verifiers: --reward-fn) score at least this: the best
+    # answer that passes, not the best overall; a prompt with none is left out of this iteration (as
+    # ReST/RAFT). The world verifier at weight 2 gives +2 right / -2 wrong on skills, so 0 keeps right ones.
+    min_user_score: float | None = None
 
 
 def sample_k(model, tok, prompts: list[Any], k: int, temperature: float, top_p: float, max_new_tokens: int,
@@ -110,31 +114,41 @@ def run_rs(*, policy_path: str, reward_for: Any, tok, train_records: list[dict],
         flat_rec = [r for r in train_records for _ in range(cfg.k)]
         flat_prompts = [p for p in prompts for _ in range(cfg.k)]
         flat_ans = [a for s in samples for a in s]
-        scores = reward.score(flat_rec, flat_prompts, flat_ans)["score"].view(len(prompts), cfg.k)
+        scored = reward.score(flat_rec, flat_prompts, flat_ans)
+        scores = scored["score"].view(len(prompts), cfg.k)
         curve = best_of_k_curve(scores)
-        best_idx = scores.argmax(1).tolist()
+        eligible = scores.clone()
+        if cfg.min_user_score is not None:  # only answers the verifiers accept may be chosen
+            eligible[scored["user"].view(len(prompts), cfg.k) < cfg.min_user_score] = float("-inf")
+        best_idx = eligible.argmax(1).tolist()
         best = [samples[i][j] for i, j in enumerate(best_idx)]
-        best_score = [float(scores[i, j]) for i, j in enumerate(best_idx)]
+        best_score = [float(eligible[i, j]) for i, j in enumerate(best_idx)]
         pool: dict[str, str] = state["pool"]
+        old_by: dict[str, float] = {}
         if pool:  # the best of all earlier iterations, re-scored with this iteration's reward
             keys = [str(i) for i in range(len(prompts)) if str(i) in pool]
             old = reward.score([train_records[int(k)] for k in keys], [prompts[int(k)] for k in keys],
-                               [pool[k] for k in keys])["score"].tolist()
-            old_by = dict(zip(keys, old))
-        else:
-            old_by = {}
-        kept_old = below = 0
+                               [pool[k] for k in keys])
+            for k, sc, us in zip(keys, old["score"].tolist(), old["user"].tolist()):
+                if cfg.min_user_score is not None and us < cfg.min_user_score:
+                    del pool[k]  # the refreshed verifiers reject it
+                else:
+                    old_by[k] = sc
+        kept_old = below = unverified = 0
         for i in range(len(prompts)):
             if str(i) in old_by and old_by[str(i)] > best_score[i]:
                 kept_old += 1
+                continue
+            if best_score[i] == float("-inf"):
+                unverified += 1
                 continue
             if cfg.min_score is not None and best_score[i] < cfg.min_score:
                 below += 1
                 continue
             pool[str(i)] = best[i]
         if not pool:
-            raise UserError(f"rejection sampling iteration {it}: no best answer scored at least min_score "
-                            f"{cfg.min_score} (best {max(best_score):.3f}); lower --min-score")
+            raise UserError(f"rejection sampling iteration {it}: no answer passed min_score {cfg.min_score} / "
+                            f"min_user_score {cfg.min_user_score}; lower --min-score or --min-user-score")
         sweep = {}
         if cfg.sweep_temperatures:
             sub = prompts[: cfg.sweep_prompts]
@@ -165,7 +179,7 @@ def run_rs(*, policy_path: str, reward_for: Any, tok, train_records: list[dict],
         row = {"iteration": it, "policy": current, "sampler": sampler_path, "k": cfg.k,
                "temperature": cfg.temperature, "mean_best_of_k": curve[-1], "mean_sample": curve[0],
                "best_of_k_curve": curve, "kept_from_earlier": kept_old, "below_min_score": below,
-               "chosen": len(pool), "temperature_sweep": sweep,
+               "no_verified_answer": unverified, "chosen": len(pool), "temperature_sweep": sweep,
                **evaluate(load_model(current).eval(), tok, reward, eval_records, cfg.max_new_tokens,
                           cfg.eval_temperature, cfg.seed)}
         state["rows"].append(row)

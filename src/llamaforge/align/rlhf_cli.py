@@ -75,7 +75,7 @@ def write_rs_outputs(out: Path, rows: list[dict]) -> None:
 
 def rs_report(rows: list[dict]) -> str:
     cols = ["iteration", "eval_reward", "mean_best_of_k", "mean_sample", "skill_accuracy", "unsafe_compliance",
-            "false_refusal"]
+            "false_refusal", "chosen"]
     lines = ["| " + " | ".join(cols) + " | best temperature |", "|" + "---|" * (len(cols) + 1)]
     for r in rows:
         sweep = r.get("temperature_sweep") or {}
@@ -112,6 +112,9 @@ def rs_main(argv: list[str]) -> int:
     p.add_argument("--finetune-from", choices=["previous", "initial"], default="previous")
     p.add_argument("--min-score", type=float, default=None,
                    help="fine-tune only on best answers scoring at least this (default: keep every prompt's best)")
+    p.add_argument("--min-user-score", type=float, default=None,
+                   help="choose only answers whose --reward-fn verifiers score at least this (e.g. 0 with the "
+                        "world verifier: right skill answers only); prompts with none are skipped")
     p.add_argument("--safety-threshold", type=float, default=0.15)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training prompts")
     p.add_argument("--seed", type=int, default=0)
@@ -151,7 +154,8 @@ def rs_main(argv: list[str]) -> int:
     sweep = [float(t) for t in a.sweep_temperatures.split(",") if t]
     cfg = from_dict(RSConfig, {"k": a.k, "temperature": a.temperature, "iterations": a.iterations,
                                "max_new_tokens": a.max_new_tokens, "seed": a.seed, "sweep_temperatures": sweep,
-                               "finetune_from": a.finetune_from, "min_score": a.min_score})
+                               "finetune_from": a.finetune_from, "min_score": a.min_score,
+                               "min_user_score": a.min_user_score})
     t0 = time.time()
     out = Path(a.out)
     state = run_rs(policy_path=a.policy, reward_for=reward_for, tok=tok, train_records=train, eval_records=held,
