@@ -26,7 +26,17 @@ import torch
 
 from llamaforge.errors import UserError
 from llamaforge.model.cache import SlotCache
-from llamaforge.sampling import DecodeWeights, Event, Row, SamplingParams, TextStream, decode_step, sample
+from llamaforge.sampling import (
+    MAX_TOP_LOGPROBS,
+    DecodeWeights,
+    Event,
+    Row,
+    SamplingParams,
+    TextStream,
+    decode_step,
+    sample,
+    top_logprobs,
+)
 
 _COMPILED: dict[str, Any] = {}
 
@@ -57,6 +67,7 @@ class BatchDecoder:
         self.arange = torch.arange(max_batch, device=dev)
         self.out_tok = torch.zeros(max_batch, self.sync_every, dtype=torch.long, device=dev)
         self.out_lp = torch.zeros(max_batch, self.sync_every, device=dev)
+        self.out_top: tuple[torch.Tensor, torch.Tensor] | None = None  # made when a row asks for top_logprobs
         self.rows: list[Row] = []
         self.pending: deque[Row] = deque()
         self._cancelled: set = set()
@@ -142,10 +153,16 @@ class BatchDecoder:
                 new.append(self.pending.popleft())
         return new
 
-    def _params(self, rows: list[Row]) -> tuple[int, bool, bool, bool]:
+    def _params(self, rows: list[Row]) -> tuple[int, bool, bool, bool, int]:
         hot = [r.params for r in rows if r.params.temperature > 0]
         kmax = max((p.top_k for p in hot), default=0)
-        return kmax, any(p.top_p < 1 for p in hot), bool(hot), any(r.params.logprobs for r in rows)
+        ntop = max((r.params.top_logprobs for r in rows if r.params.logprobs), default=0)
+        return kmax, any(p.top_p < 1 for p in hot), bool(hot), any(r.params.logprobs for r in rows), ntop
+
+    @staticmethod
+    def _tops(vals: torch.Tensor, idx: torch.Tensor) -> list[list[list[tuple[int, float]]]]:
+        """[n, k, ntop] log-probs and ids -> per row, per step, the (id, log-prob) pairs."""
+        return [[list(zip(i, v)) for i, v in zip(ri, rv)] for ri, rv in zip(idx.tolist(), vals.tolist())]
 
     def _prefill(self, new: list[Row]) -> list[Event]:
         start, k = len(self.rows), len(new)
@@ -172,19 +189,25 @@ class BatchDecoder:
             c.prefill = False
         last = h[torch.arange(k, device=dev), torch.tensor(lens, device=dev) - 1]
         logits = self.weights.logits(last)
-        kmax, use_top_p, hot, want_lp = self._params(new)
+        kmax, use_top_p, hot, want_lp, ntop = self._params(new)
         sl = slice(start, start + k)
         u = self.unif[sl, 0] if hot else None
         tok, lp = sample(logits, self.temp[sl], self.top_p[sl], self.top_k[sl], u, kmax, use_top_p, want_lp)
+        tops = self._tops(*(t.unsqueeze(1) for t in top_logprobs(logits, self.temp[sl], ntop))) if ntop else None
         self.tok[sl] = tok
         self.ntok[sl] = 1
         self.rows += new
-        return self._accept(start, tok.unsqueeze(1).tolist(), lp.unsqueeze(1).tolist() if lp is not None else None)
+        return self._accept(start, tok.unsqueeze(1).tolist(), lp.unsqueeze(1).tolist() if lp is not None else None,
+                            tops)
 
     def _decode(self) -> list[Event]:
         n = len(self.rows)
         nb = min(self.max_batch, 1 << (n - 1).bit_length()) if self.compiled else n
-        kmax, use_top_p, hot, want_lp = self._params(self.rows)
+        kmax, use_top_p, hot, want_lp, ntop = self._params(self.rows)
+        if ntop and self.out_top is None:
+            shape = (self.max_batch, self.sync_every, MAX_TOP_LOGPROBS)
+            self.out_top = (torch.zeros(shape, device=self.tok.device),
+                            torch.zeros(shape, dtype=torch.long, device=self.tok.device))
         k = 1
         if self.sync_every > 1 and all(r.text is None for r in self.rows):
             k = min(self.sync_every, min(r.params.max_new_tokens - len(r.tokens) for r in self.rows))
@@ -197,20 +220,25 @@ class BatchDecoder:
             if self.cudagraphs:  # the previous step's outputs were copied out: its buffers may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             u = self.unif[self.arange[:nb], self.ntok[:nb]] if hot else None
-            tok, lp = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb], self.top_p[:nb],
-                                   self.top_k[:nb], u, kmax, use_top_p, want_lp, *w)
+            tok, lp, top = self.step_fn(self.model, c, self.tok[:nb], self.pos[:nb], self.temp[:nb],
+                                        self.top_p[:nb], self.top_k[:nb], u, kmax, use_top_p, want_lp, *w,
+                                        top_n=ntop)
             self.tok[:n] = tok[:n]
             self.out_tok[:n, j] = tok[:n]  # copied now: a CUDA-graph output is overwritten by the next step
             if lp is not None:
                 self.out_lp[:n, j] = lp[:n]
+            if top is not None:
+                self.out_top[0][:n, j, :ntop], self.out_top[1][:n, j, :ntop] = top[0][:n], top[1][:n]
             self.pos[:n] += 1
             self.ntok[:n] += 1
         for r in self.rows:
             r.pos += k
         toks = self.out_tok[:n, :k].tolist()  # the one host sync per k tokens: stop checks and streaming
-        return self._accept(0, toks, self.out_lp[:n, :k].tolist() if want_lp else None)
+        tops = self._tops(self.out_top[0][:n, :k, :ntop], self.out_top[1][:n, :k, :ntop]) if ntop else None
+        return self._accept(0, toks, self.out_lp[:n, :k].tolist() if want_lp else None, tops)
 
-    def _accept(self, start: int, toks: list[list[int]], lps: list[list[float]] | None) -> list[Event]:
+    def _accept(self, start: int, toks: list[list[int]], lps: list[list[float]] | None,
+                tops: list[list[list[tuple[int, float]]]] | None = None) -> list[Event]:
         """Take each row's new tokens (one per step) in order, up to the one that finishes it."""
         events, done = [], []
         for i, row_toks in enumerate(toks):
@@ -229,7 +257,8 @@ class BatchDecoder:
                     if finish is None and len(r.tokens) >= r.params.max_new_tokens:
                         finish = "length"
                         text += r.text.flush() if r.text else ""
-                events.append(Event(r.rid, t, lps[i][j] if lps is not None else None, text, finish))
+                top = tops[i][j][:r.params.top_logprobs] if tops is not None and r.params.logprobs else None
+                events.append(Event(r.rid, t, lps[i][j] if lps is not None else None, text, finish, top))
                 if finish:
                     done.append(s)
                     break

@@ -21,6 +21,7 @@ from llamaforge.errors import UserError
 from llamaforge.model.cache import SlotCache
 
 TOP_P_CANDIDATES = 1024  # nucleus is searched among the most likely tokens (see filter_probs)
+MAX_TOP_LOGPROBS = 20  # alternatives per token a row may ask for (OpenAI's limit)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SamplingParams:
     stop_ids: list[int] | None = None  # None: the tokenizer's eos; [] never stops on a token
     seed: int | None = None
     logprobs: bool = False
+    top_logprobs: int = 0  # with logprobs: also the n most likely tokens at each step (at most MAX_TOP_LOGPROBS)
 
     def validate(self, where: str = "sampling") -> SamplingParams:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -45,6 +47,9 @@ class SamplingParams:
             raise UserError(f"{where}: top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
             raise UserError(f"{where}: top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        if not isinstance(self.top_logprobs, int) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise UserError(f"{where}: top_logprobs must be an integer in [0, {MAX_TOP_LOGPROBS}], "
+                            f"got {self.top_logprobs!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise UserError(f"{where}: stop strings must be non-empty strings, got {self.stop!r}")
         return self
@@ -60,6 +65,7 @@ class Event:
     logprob: float | None
     text: str
     finish: str | None
+    top: list[tuple[int, float]] | None = None  # the most likely (token, log-prob) pairs, best first
 
 
 @dataclass
@@ -125,6 +131,13 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
         tok = torch.where(temperature > 0, sampled, greedy)
     logp = scaled.log_softmax(-1).gather(-1, tok.unsqueeze(-1)).squeeze(-1) if want_logprobs else None
     return tok, logp
+
+
+def top_logprobs(logits: torch.Tensor, temperature: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The n most likely tokens per row and their log-probs, on the scale `sample` reports: ([rows, n], [rows, n])."""
+    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)
+    vals, idx = (logits / t).log_softmax(-1).topk(n, dim=-1)
+    return vals, idx
 
 
 class DecodeWeights:
@@ -327,9 +340,10 @@ def decode_step(model: torch.nn.Module, cache: SlotCache, tok: torch.Tensor, pos
                 temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
                 uniform: torch.Tensor | None, kmax: int = 0, use_top_p: bool = False,
                 want_logprobs: bool = False, head: torch.Tensor | None = None,
-                layers: list[torch.Tensor] | None = None,
-                packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One token for each of the first n slots: tok, pos [n] -> (next token [n], log-prob [n]).
+                layers: list[torch.Tensor] | None = None, packed: bool = False, top_n: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+    """One token for each of the first n slots: tok, pos [n] -> (next token [n], log-prob [n], the
+    top_n alternatives ([n, top_n] log-probs and ids) or None).
 
     head, layers, packed: DecodeWeights' copies (None: the model's own weights and forward).
     """
@@ -340,7 +354,8 @@ def decode_step(model: torch.nn.Module, cache: SlotCache, tok: torch.Tensor, pos
         h = decode_forward(model, x, p, cache, layers, packed) if layers is not None else \
             model(x, input_pos=p, cache=cache, return_hidden=True)
         logits = project(h[:, -1], head, packed).float()
-    return sample(logits, temperature, top_p, top_k, uniform, kmax, use_top_p, want_logprobs)
+    tok, lp = sample(logits, temperature, top_p, top_k, uniform, kmax, use_top_p, want_logprobs)
+    return tok, lp, (top_logprobs(logits, temperature, top_n) if top_n else None)
 
 
 class TextStream:

@@ -171,13 +171,15 @@ def test_non_streaming_client_that_goes_away_frees_its_slots(server):
         time.sleep(0.1)
 
 
-def test_logprobs_of_the_sampled_tokens(client, server, tiny_model, tokenizer):
-    """logprobs=true (chat) and logprobs=0 (completions) return each sampled token's log-prob, equal to the
-    local generator's; alternatives and streaming with log-probs are refused with a 400 naming the field."""
+def test_logprobs_and_top_alternatives(client, server, tiny_model, tokenizer):
+    """Chat logprobs/top_logprobs and completions logprobs=N return each sampled token's log-prob (equal to
+    the local generator's) and its N most likely alternatives, best first; streaming carries the same
+    numbers chunk by chunk; out-of-range requests get a 400 naming the field."""
     from llamaforge.generate import generate_ids
     from llamaforge.serve.protocol import token_piece
 
-    r = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logprobs=True)
+    r = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logprobs=True,
+                                       top_logprobs=3)
     got = r.choices[0].logprobs.content
     local = generate_ids(tiny_model, [tokenizer.encode_chat_prompt(HELLO)], max_new_tokens=8, temperature=0,
                          stop_ids=[tokenizer.eos_id], logprobs=True)
@@ -185,14 +187,29 @@ def test_logprobs_of_the_sampled_tokens(client, server, tiny_model, tokenizer):
     assert len(got) == len(ids) == r.usage.completion_tokens
     assert [g.token for g in got] == [token_piece(tokenizer, t)[0] for t in ids]
     for g, lp in zip(got, local.logprobs[0, : len(ids)].tolist()):
-        assert g.logprob == pytest.approx(lp, abs=1e-4) and g.logprob <= 0 and g.top_logprobs == []
-    c = client.completions.create(model=MODEL, prompt="def main(", max_tokens=6, temperature=0, logprobs=0)
+        assert g.logprob == pytest.approx(lp, abs=1e-4) and g.logprob <= 0
+        alts = [a.logprob for a in g.top_logprobs]
+        assert len(alts) == 3 and alts == sorted(alts, reverse=True)
+        assert alts[0] == pytest.approx(g.logprob, abs=1e-5)  # greedy: the sampled token is the most likely
+        assert g.top_logprobs[0].token == g.token
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0,
+                                            logprobs=True, top_logprobs=3, stream=True)
+    streamed = [c for ch in stream for c in ((ch.choices[0].logprobs.content or []) if ch.choices and
+                                             ch.choices[0].logprobs else [])]
+    assert [(x.token, round(x.logprob, 4), len(x.top_logprobs)) for x in streamed] == \
+        [(x.token, round(x.logprob, 4), len(x.top_logprobs)) for x in got]
+
+    c = client.completions.create(model=MODEL, prompt="def main(", max_tokens=6, temperature=0, logprobs=2)
     lp = c.choices[0].logprobs
-    assert len(lp.tokens) == len(lp.token_logprobs) == c.usage.completion_tokens
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == c.usage.completion_tokens
     assert lp.text_offset[0] == 0 and all(x <= 0 for x in lp.token_logprobs)
-    for body, field in (({"messages": HELLO, "logprobs": True, "top_logprobs": 3}, "top_logprobs"),
-                        ({"messages": HELLO, "logprobs": True, "stream": True}, "logprobs")):
+    for tok, x, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert 1 <= len(top) <= 2 and top.get(tok) == pytest.approx(x, abs=1e-5)  # greedy token is in its top 2
+    c0 = client.completions.create(model=MODEL, prompt="def main(", max_tokens=6, temperature=0, logprobs=0)
+    assert c0.choices[0].logprobs.top_logprobs is None and c0.choices[0].logprobs.tokens == lp.tokens
+    for body, field in (({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+                        ({"messages": HELLO, "top_logprobs": 2}, "top_logprobs")):
         e = httpx.post(f"{server}/v1/chat/completions", json={"model": MODEL, **body}, headers=HEADERS)
         assert e.status_code == 400 and e.json()["error"]["param"] == field
-    e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "logprobs": 2}, headers=HEADERS)
+    e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "logprobs": 6}, headers=HEADERS)
     assert e.status_code == 400 and "logprobs" in e.json()["error"]["message"]

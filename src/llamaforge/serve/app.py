@@ -161,7 +161,7 @@ def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max
           ) -> list[tuple[list[int], SamplingParams, int | None]]:
     """One decoder row per (prompt, choice); choice j of a seeded request uses seed + j."""
     stops = body.stop_list()
-    want_lp = wants_logprobs(body)
+    want_lp, n_top = wants_logprobs(body)
     rows = []
     for ids, prefix in encoded:
         room = engine.context - len(ids)
@@ -173,7 +173,8 @@ def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max
         for j in range(body.n):
             params = SamplingParams(max_new_tokens=mt, temperature=body.temperature, top_p=body.top_p,
                                     top_k=body.top_k, stop=stops, stop_ids=[] if body.ignore_eos else None,
-                                    seed=None if body.seed is None else body.seed + j, logprobs=want_lp)
+                                    seed=None if body.seed is None else body.seed + j, logprobs=want_lp,
+                                    top_logprobs=n_top)
             rows.append((ids, params, prefix))
     return rows
 
@@ -192,10 +193,11 @@ async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: li
     meta = {"id": rid_, "object": "chat.completion" if chat else "text_completion", "created": now(),
             "model": body.model}
     if body.stream:
-        gen = _stream(engine, queue, rids, index, meta, chat, sum(prompt_lens), body.include_usage())
+        lp_spec = (rows[0][1].logprobs, rows[0][1].top_logprobs)
+        gen = _stream(engine, queue, rids, index, meta, chat, sum(prompt_lens), body.include_usage(), lp_spec)
         return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     texts, counts, reasons = [""] * len(rids), [0] * len(rids), [None] * len(rids)
-    lps: list[list[tuple[int, float]]] = [[] for _ in rids]
+    lps: list[list[Event]] = [[] for _ in rids]
     left = len(rids)
     try:
         while left:
@@ -212,50 +214,67 @@ async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: li
             texts[i] += ev.text
             counts[i] += 1
             if ev.logprob is not None:
-                lps[i].append((ev.token, ev.logprob))
+                lps[i].append(ev)
             if ev.finish:
                 reasons[i] = ev.finish
                 left -= 1
     finally:
         if left:
             engine.cancel(rids)
-    want = rows[0][1].logprobs
+    want, n_top = rows[0][1].logprobs, rows[0][1].top_logprobs
     if chat:
         choices = [{"index": i, "message": {"role": "assistant", "content": t},
                     "logprobs": _chat_logprobs(engine, lps[i]) if want else None,
                     "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
     else:
-        choices = [{"index": i, "text": t, "logprobs": _completion_logprobs(engine, lps[i]) if want else None,
-                    "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
+        choices = [{"index": i, "text": t, "finish_reason": r,
+                    "logprobs": _completion_logprobs(engine, lps[i], n_top) if want else None}
+                   for i, (t, r) in enumerate(zip(texts, reasons))]
     return {**meta, "choices": choices, "usage": usage(sum(prompt_lens), sum(counts))}
 
 
-def _chat_logprobs(engine: Engine, lps: list[tuple[int, float]]) -> dict[str, Any]:
-    out = []
-    for tok, lp in lps:
+def _chat_logprobs(engine: Engine, events: list[Event]) -> dict[str, Any]:
+    def entry(tok: int, lp: float) -> dict[str, Any]:
         text, b = token_piece(engine.tokenizer, tok)
-        out.append({"token": text, "logprob": lp, "bytes": b, "top_logprobs": []})
-    return {"content": out}
+        return {"token": text, "logprob": lp, "bytes": b}
+
+    return {"content": [entry(ev.token, ev.logprob) | {"top_logprobs": [entry(t, v) for t, v in ev.top or []]}
+                        for ev in events]}
 
 
-def _completion_logprobs(engine: Engine, lps: list[tuple[int, float]]) -> dict[str, Any]:
-    tokens = [token_piece(engine.tokenizer, tok)[0] for tok, _ in lps]
-    offsets = [sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
-    return {"tokens": tokens, "token_logprobs": [lp for _, lp in lps], "top_logprobs": None, "text_offset": offsets}
+def _completion_logprobs(engine: Engine, events: list[Event], n_top: int, offset: int = 0) -> dict[str, Any]:
+    """OpenAI's legacy shape; `offset`: characters of the completion before these tokens (streaming)."""
+    tokens = [token_piece(engine.tokenizer, ev.token)[0] for ev in events]
+    offsets = [offset + sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+    top = [{token_piece(engine.tokenizer, t)[0]: v for t, v in ev.top or []} for ev in events] if n_top else None
+    return {"tokens": tokens, "token_logprobs": [ev.logprob for ev in events], "top_logprobs": top,
+            "text_offset": offsets}
 
 
 async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: dict[int, int], meta: dict,
-                  chat: bool, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+                  chat: bool, prompt_tokens: int, include_usage: bool, lp_spec: tuple[bool, int] = (False, 0)
+                  ) -> AsyncIterator[str]:
+    """Server-sent events; with log-probs each chunk carries those of the tokens it covers (a token whose
+    text is held back, e.g. a possible stop string, still reports its log-prob in the chunk it arrives in)."""
     meta = {**meta, "object": "chat.completion.chunk" if chat else "text_completion"}
+    want_lp, n_top = lp_spec
+    offsets = [0] * len(rids)  # completions' text_offset: characters of token pieces sent so far
 
-    def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> str:
+    def chunk(i: int, text: str | None, finish: str | None, events: list[Event] = (), role: bool = False) -> str:
+        lp = None
+        if want_lp and events:
+            if chat:
+                lp = _chat_logprobs(engine, list(events))
+            else:
+                lp = _completion_logprobs(engine, list(events), n_top, offsets[i])
+                offsets[i] += sum(len(t) for t in lp["tokens"])
         if chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
-            choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "delta": delta, "logprobs": lp, "finish_reason": finish}
         else:
-            choice = {"index": i, "text": text or "", "logprobs": None, "finish_reason": finish}
+            choice = {"index": i, "text": text or "", "logprobs": lp, "finish_reason": finish}
         return f"data: {json.dumps({**meta, 'choices': [choice]})}\n\n"
 
     left, completion = len(rids), 0
@@ -270,7 +289,7 @@ async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: 
             evs = [await queue.get()]
             while not queue.empty():
                 evs.append(queue.get_nowait())
-            texts: dict[int, str] = {}
+            texts: dict[int, tuple[str, list[Event]]] = {}
             out = []
             for ev in evs:
                 if isinstance(ev, Exception):
@@ -281,11 +300,13 @@ async def _stream(engine: Engine, queue: asyncio.Queue, rids: list[int], index: 
                 assert isinstance(ev, Event)
                 completion += 1
                 i = index[ev.rid]
-                texts[i] = texts.get(i, "") + ev.text
+                t, es = texts.get(i, ("", []))
+                texts[i] = (t + ev.text, es + [ev] if want_lp else es)
                 if ev.finish:
                     left -= 1
-                    out.append(chunk(i, texts.pop(i), ev.finish))
-            out[:0] = [chunk(i, t, None) for i, t in texts.items() if t]
+                    t, es = texts.pop(i)
+                    out.append(chunk(i, t, ev.finish, es))
+            out[:0] = [chunk(i, t, None, es) for i, (t, es) in texts.items() if t or es]
             for c in out:
                 yield c
         if include_usage and not left:

@@ -81,23 +81,15 @@ class ChatRequest(_Request):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
-def wants_logprobs(body: CompletionRequest | ChatRequest) -> bool:
-    """Log-probs of the sampled tokens; alternatives (top_logprobs, completions logprobs > 0) are not kept
-    by the decoder, so asking for them is a 400 rather than a silently shorter answer."""
+def wants_logprobs(body: CompletionRequest | ChatRequest) -> tuple[bool, int]:
+    """(log-probs of the sampled tokens wanted, how many alternatives per token): chat `logprobs` and
+    `top_logprobs` (0-20), completions `logprobs` (0-5: the sampled token's log-prob plus that many
+    alternatives)."""
     if isinstance(body, ChatRequest):
-        if body.top_logprobs:
-            raise APIError(400, "top_logprobs > 0 is not supported: only the sampled tokens' log-probs are "
-                           "returned (logprobs=true, top_logprobs=0)", param="top_logprobs")
-        want = body.logprobs
-    else:
-        if body.logprobs:
-            raise APIError(400, "logprobs > 0 is not supported: use logprobs=0 for the sampled tokens' "
-                           "log-probs", param="logprobs")
-        want = body.logprobs is not None
-    if want and body.stream:
-        raise APIError(400, "logprobs with stream=true is not supported; use a non-streaming request",
-                       param="logprobs")
-    return want
+        if body.top_logprobs and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+        return body.logprobs, (body.top_logprobs or 0) if body.logprobs else 0
+    return body.logprobs is not None, body.logprobs or 0
 
 
 def token_piece(tokenizer, token: int) -> tuple[str, list[int]]:
