@@ -213,3 +213,32 @@ def test_logprobs_and_top_alternatives(client, server, tiny_model, tokenizer):
         assert e.status_code == 400 and e.json()["error"]["param"] == field
     e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, "prompt": "a", "logprobs": 6}, headers=HEADERS)
     assert e.status_code == 400 and "logprobs" in e.json()["error"]["message"]
+
+
+def test_echo_with_prompt_logprobs_as_lm_eval_reads_them(client, server, tiny_model, tokenizer):
+    """Token-id prompts with echo=true, logprobs=1, max_tokens=1 (lm_eval's local-completions
+    loglikelihood request): every prompt token after the first has its log-prob under the model and
+    its most likely alternative, and lm_eval's own parser reads the answer."""
+    import torch
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    ctx, cont = tokenizer.encode("def main(", bos=True), tokenizer.encode(" return x", bos=False)
+    ids = ctx + cont
+    r = client.completions.create(model=MODEL, prompt=[ids], echo=True, logprobs=1, max_tokens=1, temperature=0)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(ids) + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    with torch.no_grad():
+        ref = torch.log_softmax(tiny_model(torch.tensor([ids]))[0, :-1].float(), -1)
+    want = ref.gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(torch.tensor(lp.token_logprobs[1:len(ids)]), want, atol=1e-4)
+    assert all(max(t.values()) == pytest.approx(ref[i].max().item(), abs=1e-4)
+               for i, t in enumerate(lp.top_logprobs[1:len(ids)]))
+    assert r.choices[0].text.startswith(tokenizer.decode(ids))
+    (total, greedy), = LocalCompletionsAPI.parse_logprobs(r.model_dump(), ctxlens=[len(ctx)])
+    assert total == pytest.approx(want[len(ctx) - 1:].sum().item(), abs=1e-3)
+    assert greedy == bool((ref[len(ctx) - 1:].argmax(-1) == torch.tensor(cont)).all())
+    t = client.completions.create(model=MODEL, prompt="def main(", echo=True, max_tokens=3, temperature=0)
+    assert t.choices[0].text.startswith("def main(") and t.choices[0].logprobs is None
+    for body in ({"prompt": [5, -1]}, {"prompt": "a", "echo": True, "stream": True}):
+        e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, **body}, headers=HEADERS)
+        assert e.status_code == 400 and e.json()["error"]["param"] in ("prompt", "echo")

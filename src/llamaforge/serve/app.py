@@ -97,12 +97,16 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
         check(request)
         body = await _parse(request, CompletionRequest)
         check(request, body.model)
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if not prompts or any(not p for p in prompts):
-            raise APIError(400, "'prompt' must be a non-empty string or list of non-empty strings", param="prompt")
+        prompts = body.prompt_list()
         encoded = [_encode_text(engine, p) for p in prompts]
         rows = _rows(engine, body, encoded, body.max_tokens)
-        return await _respond(engine, request, body, rows, [len(e[0]) for e in encoded], chat=False)
+        echo = None
+        if body.echo:  # the prompts' own log-probs: one forward each, off the event loop
+            n_top = body.logprobs or 0
+            echo = [(ids, p if isinstance(p, str) else engine.tokenizer.decode(ids),
+                     await asyncio.to_thread(engine.prompt_logprobs, ids, n_top) if body.logprobs is not None
+                     else None) for p, (ids, _) in zip(prompts, encoded)]
+        return await _respond(engine, request, body, rows, [len(e[0]) for e in encoded], chat=False, echo=echo)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -152,8 +156,11 @@ def _model_card(name: str, created: int) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": created, "owned_by": "llamaforge"}
 
 
-def _encode_text(engine: Engine, prompt: str) -> tuple[list[int], int | None]:
-    ids = engine.tokenizer.encode(prompt, bos=True)
+def _encode_text(engine: Engine, prompt: str | list[int]) -> tuple[list[int], int | None]:
+    ids = engine.tokenizer.encode(prompt, bos=True) if isinstance(prompt, str) else list(prompt)
+    vocab = engine.decoder.model.args.vocab_size
+    if min(ids) < 0 or max(ids) >= vocab:
+        raise APIError(400, f"prompt token ids must be in [0, {vocab})", param="prompt")
     return ids, (ids[-1] if len(ids) > 1 else None)
 
 
@@ -179,7 +186,10 @@ def _rows(engine: Engine, body, encoded: list[tuple[list[int], int | None]], max
     return rows
 
 
-async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: list[int], chat: bool):
+async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: list[int], chat: bool,
+                   echo: list[tuple[list[int], str, list[Event] | None]] | None = None):
+    """Submit the rows and answer (JSON or a stream). echo: per prompt (ids, text, its tokens as Events
+    with log-probs, or None), put before each of its choices' completions."""
     queue: asyncio.Queue = asyncio.Queue()
     try:
         rids = engine.submit(rows, queue)
@@ -227,8 +237,10 @@ async def _respond(engine: Engine, request: Request, body, rows, prompt_lens: li
                     "logprobs": _chat_logprobs(engine, lps[i]) if want else None,
                     "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons))]
     else:
-        choices = [{"index": i, "text": t, "finish_reason": r,
-                    "logprobs": _completion_logprobs(engine, lps[i], n_top) if want else None}
+        per_prompt = len(rids) // len(prompt_lens)
+        pre = [echo[i // per_prompt] if echo else ([], "", []) for i in range(len(rids))]
+        choices = [{"index": i, "text": pre[i][1] + t, "finish_reason": r,
+                    "logprobs": _completion_logprobs(engine, (pre[i][2] or []) + lps[i], n_top) if want else None}
                    for i, (t, r) in enumerate(zip(texts, reasons))]
     return {**meta, "choices": choices, "usage": usage(sum(prompt_lens), sum(counts))}
 
@@ -246,7 +258,8 @@ def _completion_logprobs(engine: Engine, events: list[Event], n_top: int, offset
     """OpenAI's legacy shape; `offset`: characters of the completion before these tokens (streaming)."""
     tokens = [token_piece(engine.tokenizer, ev.token)[0] for ev in events]
     offsets = [offset + sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
-    top = [{token_piece(engine.tokenizer, t)[0]: v for t, v in ev.top or []} for ev in events] if n_top else None
+    top = [None if ev.top is None else {token_piece(engine.tokenizer, t)[0]: v for t, v in ev.top}
+           for ev in events] if n_top else None
     return {"tokens": tokens, "token_logprobs": [ev.logprob for ev in events], "top_logprobs": top,
             "text_offset": offsets}
 

@@ -52,9 +52,21 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]]  # text, or token ids used as given (no bos added)
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=5)  # 0: the sampled tokens' log-probs only
+    echo: bool = False  # the prompt comes back before the completion (and its tokens' log-probs)
+
+    def prompt_list(self) -> list[str | list[int]]:
+        p = self.prompt
+        if isinstance(p, str) or (p and all(isinstance(x, int) for x in p)):
+            p = [p]
+        if not p or any(not x for x in p):
+            raise APIError(400, "'prompt' must be a non-empty string or token list, or a list of them",
+                           param="prompt")
+        if self.echo and self.stream:
+            raise APIError(400, "echo with stream=true is not supported", param="echo")
+        return list(p)
 
 
 class ContentPart(BaseModel):
