@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -242,3 +243,29 @@ def test_echo_with_prompt_logprobs_as_lm_eval_reads_them(client, server, tiny_mo
     for body in ({"prompt": [5, -1]}, {"prompt": "a", "echo": True, "stream": True}):
         e = httpx.post(f"{server}/v1/completions", json={"model": MODEL, **body}, headers=HEADERS)
         assert e.status_code == 400 and e.json()["error"]["param"] in ("prompt", "echo")
+
+
+def test_lm_eval_local_completions_scores_a_task_through_the_server(server, tiny_checkpoint, tmp_path):
+    """lm_eval's own `local-completions` model, pointed at the server, gives the same per-choice
+    loglikelihoods on a local multiple-choice task as our in-process lm_eval model."""
+    pytest.importorskip("tenacity")  # lm_eval's API models need it (extra `eval`)
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    from llamaforge.eval.harness import LlamaforgeLM, run_harness
+
+    from llamaforge.cli import main
+
+    hf_tok = tmp_path / "hf"  # lm_eval tokenizes with transformers: the HF export's tokenizer, as the guide says
+    assert main(["convert", str(tiny_checkpoint), str(hf_tok), "--to", "hf"]) == 0
+    remote = LocalCompletionsAPI(base_url=f"{server}/v1/completions", model=MODEL, tokenizer=str(hf_tok),
+                                 tokenizer_backend="huggingface", header=HEADERS, max_retries=1, batch_size=4,
+                                 add_bos_token=True)
+    fixtures = Path(__file__).parents[1] / "eval" / "fixtures" / "academic"
+    task = "arc_easy_local"
+    r_api = run_harness(remote, [task], data_dir=fixtures, log_samples=True)
+    r_ours = run_harness(LlamaforgeLM(path=str(tiny_checkpoint), batch_size=4), [task], data_dir=fixtures,
+                         log_samples=True)
+    a = [ll for s in r_api["samples"][task] for ll, _ in s["filtered_resps"]]
+    b = [ll for s in r_ours["samples"][task] for ll, _ in s["filtered_resps"]]
+    assert len(a) == len(b) >= 8 and max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-3
+    assert r_api["results"][task]["acc,none"] == r_ours["results"][task]["acc,none"]
