@@ -251,9 +251,8 @@ def test_lm_eval_local_completions_scores_a_task_through_the_server(server, tiny
     pytest.importorskip("tenacity")  # lm_eval's API models need it (extra `eval`)
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
-    from llamaforge.eval.harness import LlamaforgeLM, run_harness
-
     from llamaforge.cli import main
+    from llamaforge.eval.harness import LlamaforgeLM, run_harness
 
     hf_tok = tmp_path / "hf"  # lm_eval tokenizes with transformers: the HF export's tokenizer, as the guide says
     assert main(["convert", str(tiny_checkpoint), str(hf_tok), "--to", "hf"]) == 0
