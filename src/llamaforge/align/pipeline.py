@@ -60,6 +60,17 @@ def _world_eval(model_path: Path, world: Path, n: int) -> dict[str, Any]:
     return res
 
 
+def _rl_skill(model_path: Path, world: Path, n: int) -> dict[str, Any]:
+    """Greedy skill accuracy on the skill prompts among the first n training prompts (the ones RS and
+    PPO train on), next to the held-out number: it shows what RL learns that does not generalize."""
+    from llamaforge.align.world_eval import evaluate_world, load_records
+    from llamaforge.checkpoint import find_tokenizer, load_model
+
+    recs = [r for r in load_records(world / "prompts_train.jsonl", n) if r.get("category") == "skill"]
+    res, _ = evaluate_world(load_model(model_path), find_tokenizer(model_path), recs)
+    return {"skill_accuracy_rl": res["skill_accuracy"]}
+
+
 def _common(threads: int) -> list[str]:
     return [f"--train.threads={threads}", "--logging.progress=false", "--checkpoint.keep=1"]
 
@@ -80,7 +91,8 @@ def stage_sft(out: Path, base: Path, world: Path, b: AlignBudget) -> dict[str, A
         "--optim.warmup_steps=10", "--checkpoint.every=50", "--logging.every=10", "--logging.eval_every=50",
         *_common(b.threads)])
     s = run(cfg, out)
-    return {"val_loss": s.get("val_loss"), "steps": s["steps"], **_world_eval(out / "final", world, b.eval_prompts)}
+    return {"val_loss": s.get("val_loss"), "steps": s["steps"], **_world_eval(out / "final", world, b.eval_prompts),
+            **_rl_skill(out / "final", world, b.rs_prompts)}
 
 
 def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
@@ -157,7 +169,8 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
                    sft_config=sft_cfg)
     write_rs_outputs(out, state["rows"])
     return state["rows"][-1] | {"eval_reward_start": state["rows"][0]["eval_reward"],
-                                "inputs": [str(p) for p in iteration_dirs(out, state)]}
+                                "inputs": [str(p) for p in iteration_dirs(out, state)],
+                                **_rl_skill(out / "final", world, b.rs_prompts)}
 
 
 def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget
@@ -180,7 +193,8 @@ def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world:
     return {k: s.get(k) for k in ("eval_reward", "skill_accuracy", "unsafe_compliance", "false_refusal",
                                   "instruction_obedience", "mean_reward")} | {
         "kl_last": rows[-1]["kl"] if rows else None, "kl_max": max((r["kl"] for r in rows), default=None),
-        "reward_first": rows[0]["reward"] if rows else None, "reward_last": rows[-1]["reward"] if rows else None}
+        "reward_first": rows[0]["reward"] if rows else None, "reward_last": rows[-1]["reward"] if rows else None,
+        **_rl_skill(out / "final", world, b.rs_prompts)}
 
 
 # -- the demo's alignment stages ----------------------------------------------------------------------
@@ -302,12 +316,14 @@ def report_table(d: Any) -> str:
     pre = read_json(d.dir("pretrain") / "manifest.json", {}).get("summary", {})
     sft, gatt, rs, ppo = (_result(d, n) for n in ("sft", "gatt", "rs", "ppo"))
     rms = {k: _result(d, f"rm_{k}") for k in ("helpfulness", "safety")}
-    rows = ["| stage | val loss | RM accuracy (sig / better / slight / negl) | held-out reward | skill accuracy | "
-            "unsafe compliance | false refusals | GAtt retention at last turn (trained / held-out) |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| stage | val loss | RM accuracy (sig / better / slight / negl) | held-out reward | skill accuracy "
+            "(held-out / RL prompts) | unsafe compliance | false refusals | GAtt retention at last turn "
+            "(trained / held-out) |", "|---|---|---|---|---|---|---|---|"]
 
     def world_cells(r: dict) -> str:
-        return f"{_pct(r.get('skill_accuracy'))} | {_pct(r.get('unsafe_compliance'))} | {_pct(r.get('false_refusal'))}"
+        skill = _pct(r.get("skill_accuracy")) + (f" / {_pct(r['skill_accuracy_rl'])}" if "skill_accuracy_rl" in r
+                                                 else "")
+        return f"{skill} | {_pct(r.get('unsafe_compliance'))} | {_pct(r.get('false_refusal'))}"
 
     base = sft.get("base", {})
     rows.append(f"| pretrain | {_num(pre.get('val_loss'))} | - | - | {world_cells(base)} | - |")
