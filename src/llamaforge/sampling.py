@@ -117,8 +117,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
     greedy = logits.argmax(-1)
     if uniform is None and not want_logprobs:
         return greedy, None
-    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)
-    scaled = logits / t
+    scaled = _scaled(logits, temperature)
     if uniform is None:
         tok = greedy
     else:
@@ -135,9 +134,13 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
 
 def top_logprobs(logits: torch.Tensor, temperature: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The n most likely tokens per row and their log-probs, on the scale `sample` reports: ([rows, n], [rows, n])."""
-    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)
-    vals, idx = (logits / t).log_softmax(-1).topk(n, dim=-1)
+    vals, idx = _scaled(logits, temperature).log_softmax(-1).topk(n, dim=-1)
     return vals, idx
+
+
+def _scaled(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """logits / temperature per row; greedy rows (temperature 0) keep the raw logits."""
+    return logits / torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)
 
 
 class DecodeWeights:

@@ -51,24 +51,19 @@ class AlignBudget:
     threads: int = 0
 
 
-def _world_eval(model_path: Path, world: Path, n: int) -> dict[str, Any]:
+def _world_eval(model_path: Path, world: Path, n: int = 0, rl_prompts: int = 0) -> dict[str, Any]:
+    """The world's measures on the first n held-out records, and with rl_prompts > 0 `skill_accuracy_rl`:
+    greedy skill accuracy on the skill prompts among the first rl_prompts training prompts (the ones RS
+    and PPO train on), which shows what RL learns that does not generalize. The model is loaded once."""
     from llamaforge.align.world_eval import evaluate_world, load_records
     from llamaforge.checkpoint import find_tokenizer, load_model
 
-    res, _ = evaluate_world(load_model(model_path), find_tokenizer(model_path),
-                            load_records(world / "prompts_eval.jsonl", n))
+    model, tok = load_model(model_path), find_tokenizer(model_path)
+    res = evaluate_world(model, tok, load_records(world / "prompts_eval.jsonl", n))[0] if n else {}
+    if rl_prompts:
+        recs = [r for r in load_records(world / "prompts_train.jsonl", rl_prompts) if r.get("category") == "skill"]
+        res["skill_accuracy_rl"] = evaluate_world(model, tok, recs)[0]["skill_accuracy"]
     return res
-
-
-def _rl_skill(model_path: Path, world: Path, n: int) -> dict[str, Any]:
-    """Greedy skill accuracy on the skill prompts among the first n training prompts (the ones RS and
-    PPO train on), next to the held-out number: it shows what RL learns that does not generalize."""
-    from llamaforge.align.world_eval import evaluate_world, load_records
-    from llamaforge.checkpoint import find_tokenizer, load_model
-
-    recs = [r for r in load_records(world / "prompts_train.jsonl", n) if r.get("category") == "skill"]
-    res, _ = evaluate_world(load_model(model_path), find_tokenizer(model_path), recs)
-    return {"skill_accuracy_rl": res["skill_accuracy"]}
 
 
 def _common(threads: int) -> list[str]:
@@ -91,8 +86,8 @@ def stage_sft(out: Path, base: Path, world: Path, b: AlignBudget) -> dict[str, A
         "--optim.warmup_steps=10", "--checkpoint.every=50", "--logging.every=10", "--logging.eval_every=50",
         *_common(b.threads)])
     s = run(cfg, out)
-    return {"val_loss": s.get("val_loss"), "steps": s["steps"], **_world_eval(out / "final", world, b.eval_prompts),
-            **_rl_skill(out / "final", world, b.rs_prompts)}
+    return {"val_loss": s.get("val_loss"), "steps": s["steps"],
+            **_world_eval(out / "final", world, b.eval_prompts, b.rs_prompts)}
 
 
 def stage_gatt(out: Path, sft: Path, world: Path, b: AlignBudget) -> dict[str, Any]:
@@ -170,7 +165,7 @@ def stage_rs(out: Path, policy: Path, rm_h: Path, rm_s: Path, world: Path, b: Al
     write_rs_outputs(out, state["rows"])
     return state["rows"][-1] | {"eval_reward_start": state["rows"][0]["eval_reward"],
                                 "inputs": [str(p) for p in iteration_dirs(out, state)],
-                                **_rl_skill(out / "final", world, b.rs_prompts)}
+                                **_world_eval(out / "final", world, rl_prompts=b.rs_prompts)}
 
 
 def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world: Path, b: AlignBudget
@@ -194,7 +189,7 @@ def stage_ppo(out: Path, policy: Path, ref: Path, rm_h: Path, rm_s: Path, world:
                                   "instruction_obedience", "mean_reward")} | {
         "kl_last": rows[-1]["kl"] if rows else None, "kl_max": max((r["kl"] for r in rows), default=None),
         "reward_first": rows[0]["reward"] if rows else None, "reward_last": rows[-1]["reward"] if rows else None,
-        **_rl_skill(out / "final", world, b.rs_prompts)}
+        **_world_eval(out / "final", world, rl_prompts=b.rs_prompts)}
 
 
 # -- the demo's alignment stages ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -257,7 +258,7 @@ def _chat_logprobs(engine: Engine, events: list[Event]) -> dict[str, Any]:
 def _completion_logprobs(engine: Engine, events: list[Event], n_top: int, offset: int = 0) -> dict[str, Any]:
     """OpenAI's legacy shape; `offset`: characters of the completion before these tokens (streaming)."""
     tokens = [token_piece(engine.tokenizer, ev.token)[0] for ev in events]
-    offsets = [offset + sum(len(t) for t in tokens[:k]) for k in range(len(tokens))]
+    offsets = list(itertools.accumulate((len(t) for t in tokens), initial=offset))[:-1]
     top = [None if ev.top is None else {token_piece(engine.tokenizer, t)[0]: v for t, v in ev.top}
            for ev in events] if n_top else None
     return {"tokens": tokens, "token_logprobs": [ev.logprob for ev in events], "top_logprobs": top,

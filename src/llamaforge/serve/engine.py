@@ -91,15 +91,13 @@ class Engine:
         """Each prompt token with its log-prob given the tokens before it (None for the first) and the
         n_top most likely tokens there: one forward, outside the batch (for `echo`). Reads the weights
         only, so it may run beside the decode thread."""
-        from llamaforge.sampling import top_logprobs
-
         model = self.decoder.model
         x = torch.tensor([ids], device=self.decoder.tok.device)
-        logits = model(x)[0, :-1].float()
-        lp = logits.log_softmax(-1).gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1).tolist()
+        lsm = model(x)[0, :-1].float().log_softmax(-1)  # temperature 1: as the sampled tokens' log-probs
+        lp = lsm.gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1).tolist()
         tops: list = [None] * len(lp)
         if n_top:
-            vals, idx = top_logprobs(logits, torch.zeros(len(lp), device=logits.device), n_top)
+            vals, idx = lsm.topk(n_top, dim=-1)
             tops = [list(zip(i, v)) for i, v in zip(idx.tolist(), vals.tolist())]
         return [Event(None, ids[0], None, "", None, None)] + [
             Event(None, t, v, "", None, top) for t, v, top in zip(ids[1:], lp, tops)]
