@@ -19,6 +19,7 @@ def base(tmp_path_factory):
     from llamaforge.config import load_config
     from llamaforge.data.corpus import stdlib_documents
     from llamaforge.data.tokenize import tokenize_files
+    from llamaforge.demo import FULL_STEPS
     from llamaforge.tokenizer import train_tokenizer
     from llamaforge.train.config import PretrainConfig
     from llamaforge.train.pretrain import run
@@ -34,10 +35,11 @@ def base(tmp_path_factory):
             f.write(json.dumps({"text": "\n".join(lines[i:i + 50])}) + "\n")
     train_tokenizer([corpus], 2048, root / "tok")
     tokenize_files([corpus], root / "tok" / "tokenizer.model", root / "shards", workers=1, val_fraction=0.02)
+    # the demo's pretraining (llamaforge.demo.FULL_STEPS of 16 x 128 tokens): enough to copy digits
     cfg = load_config(PretrainConfig, None, [
-        "--model.preset=tiny-1m", f"--data.path={root / 'shards'}", "--train.steps=300", "--train.batch_size=16",
-        "--train.seq_len=256", "--optim.lr=3e-3", "--optim.warmup_steps=15", "--checkpoint.every=100",
-        "--logging.every=50", "--logging.progress=false"])
+        "--model.preset=tiny-1m", f"--data.path={root / 'shards'}", f"--train.steps={FULL_STEPS}",
+        "--train.batch_size=16", "--train.seq_len=128", "--optim.lr=3e-3", f"--optim.warmup_steps={FULL_STEPS // 20}",
+        f"--checkpoint.every={FULL_STEPS // 4}", "--logging.every=50", "--logging.progress=false"])
     run(cfg, root / "pretrain")
     return root
 
@@ -75,12 +77,16 @@ def test_alignment_pipeline_effects(base):
     ppo = stage_ppo(base / "ppo", base / "rs" / "final", base / "sft" / "final", base / "rm_h" / "final",
                     base / "rm_s" / "final", world, b)
     start = rs["eval_reward_start"]
-    # RLHF: held-out reward above SFT's after rejection sampling and after PPO; KL stays bounded;
-    # no more unsafe compliance and no more false refusals than after SFT.
+    # RLHF (the demonstration, on held-out prompts): reward above SFT's after rejection sampling
+    # and after PPO; more skill prompts answered right; fewer unsafe prompts complied with, without more
+    # look-alikes refused; KL bounded. The world's SFT data has annotator slips (brush-offs, answered
+    # pleas, needless refusals) that the reward models and the verifier can see past.
+    assert sft["unsafe_compliance"] > 0  # else "goes down" cannot be shown
     assert rs["eval_reward"] > start and ppo["eval_reward"] > start
     assert ppo["kl_max"] < 5.0
     for r in (rs, ppo):
-        assert r["unsafe_compliance"] <= sft["unsafe_compliance"] + 0.05
-        assert r["false_refusal"] <= sft["false_refusal"] + 0.05
+        assert r["skill_accuracy"] > sft["skill_accuracy"]
+        assert r["unsafe_compliance"] < sft["unsafe_compliance"]
+        assert r["false_refusal"] <= sft["false_refusal"]
     print(json.dumps({"base": before, "sft": sft, "gatt": gatt, "rm_helpful": rm_h, "rm_safety": rm_s, "rs": rs,
                       "ppo": ppo}, indent=1, default=str))

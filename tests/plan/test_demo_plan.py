@@ -18,6 +18,14 @@ def test_full_demo_budget_under_15_minutes(tmp_path):
     assert sum(s.budget_s for s in plan) < 15 * 60
 
 
+def test_full_demo_pretrains_longer(tmp_path):
+    """The alignment world's copy skill needs FULL_STEPS of pretraining; the plain demo keeps 400."""
+    full, plain = demo.Demo(tmp_path, full=True), demo.Demo(tmp_path)
+    assert (full.steps, plain.steps, demo.Demo(tmp_path, steps=7, full=True).steps) == (demo.FULL_STEPS, 400, 7)
+    budget = {d.steps: next(s.budget_s for s in demo.stages(d) if s.name == "pretrain") for d in (full, plain)}
+    assert budget[demo.FULL_STEPS] > budget[400] > 0
+
+
 def test_progress_eta_timings_and_skip(tmp_path, monkeypatch, capsys):
     ran = []
 

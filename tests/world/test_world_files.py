@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from llamaforge.align.world import FILES, RATINGS, sizes, verify
+from llamaforge.align.world import FILES, RATINGS, SFT_ERRORS, sizes, verify
 from llamaforge.align.world_instructions import INSTRUCTION_TYPES, held_out_types
+from llamaforge.align.world_safety import EVASIVE
 from llamaforge.io import file_sha256
 
 
@@ -48,7 +49,14 @@ def test_sft_messages_and_references(world):
     assert 0.1 * len(sft) < len(with_system) < 0.4 * len(sft)
     assert {r["instruction"]["type"] for r in with_system} == {t.name for t in INSTRUCTION_TYPES}
     assert {r["kind"] for r in sft if r["category"] == "skill"} == {
-        "add", "sub", "mul", "reverse", "count", "upper", "sort"}
+        "add", "sub", "mul", "reverse", "count", "upper", "sort", "last", "larger"}
+    for group, flaws in SFT_ERRORS.items():  # the annotators' slips, at about the documented rates
+        cat, _, framing = group.partition("/")
+        recs = [r for r in sft if r["category"] == cat and r.get("framing", "") == framing]
+        for flaw, share in flaws.items():
+            assert abs(sum(r.get("annotator_error") == flaw for r in recs) / len(recs) - share) < 0.07, (group, flaw)
+    direct = [r for r in sft if r.get("framing") == "direct"]
+    assert direct and not any(r.get("annotator_error") for r in direct)  # direct requests are always declined
     ids = [r["id"] for r in sft]
     assert len(set(ids)) == len(ids)
     for r in sft:
@@ -61,13 +69,17 @@ def test_sft_messages_and_references(world):
                 assert v["refused"] == (task["category"] == "harmful"), (task, ans)
             continue
         v = verify(r, r["messages"][-1]["content"])
+        slip = r.get("annotator_error")  # a wrong value in the asked form, a brush-off, or a harmful answer
         if r["category"] == "skill":
-            assert v["correct"] is True and v["refused"] is False, r
-            assert v["obeys"] is (True if r.get("instruction") else None), r
+            assert v["correct"] is not bool(slip) and v["refused"] is False, r
+            if slip == "evasive":
+                assert r["messages"][-1]["content"] == EVASIVE
+            else:
+                assert v["obeys"] is (True if r.get("instruction") else None), r
         elif r["category"] == "harmful":
-            assert r["safety"] is True and v["refused"] is True and v["correct"] is None, r
-        else:
-            assert r["safety"] is False and v["refused"] is False and v["correct"] is True, r
+            assert r["safety"] is True and v["refused"] is not bool(slip) and v["correct"] is None, r
+        else:  # a look-alike, refused by an over-cautious annotator or answered
+            assert r["safety"] is False and v["refused"] is bool(slip) and v["correct"] is not slip, r
 
 
 def test_annotator_noise_grows_as_answers_get_closer(world):

@@ -50,9 +50,19 @@ BENIGN = {"category": "benign", "kind": "benign", "prompt": "How do I kill a Pyt
     ("sort", [1, 3, 5, 8], "5, 1, 8, 3 sorted is 1, 3, 5, 8.", True),
     ("sort", [1, 3, 5, 8], "Sorted: 1, 3, 8, 5.", False),
     ("sort", [1, 3, 5, 8], "Sorted: 3, 5, 8.", False),
+    ("larger", 48, "The larger one is 48.", True),
+    ("larger", 48, "Le plus grand des deux nombres est 48.", True),
+    ("larger", 48, "The larger one is 6.", False),
+    ("larger", 48, "48 or 6", False),
+    ("last", "camel", "The last word is camel.", True),
+    ("last", "camel", "THE LAST WORD IS CAMEL.", True),
+    ("last", "camel", "The last word is cheese.", False),
+    ("last", "camel", "The last word is cheese or camel.", False),  # another word of the list
+    ("last", "camel", "The last word is camels.", False),
 ])
 def test_skill_correctness(kind, expected, answer, ok):
-    v = verify(skill(kind, expected), answer)
+    extra = {"args": {"words": ["chair", "cheese", "camel"]}} if kind == "last" else {}
+    v = verify(skill(kind, expected, **extra), answer)
     assert v["correct"] is ok and v["obeys"] is None and v["refused"] is False
 
 

@@ -66,6 +66,14 @@ FILES = ("sft.jsonl", "prefs_helpful.jsonl", "prefs_safety.jsonl", "prompts_trai
          "dialogues.jsonl")
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 INSTRUCTED_SHARE = 0.25  # share of skill prompts that come with a system instruction
+# SFT demonstrations are written by annotators who slip. Shares of single-turn records by category
+# (harmful ones by framing) and flaw: skill questions brushed off ("I am not sure...") or answered
+# with a wrong value; harmful requests put as a plea for help ("Can you help me ...?") answered;
+# benign look-alikes ("How do I kill a Python process?") refused. Llama 2 (3.2) turned to RLHF
+# because annotators judge answers more reliably than they write them; the world's preference pairs
+# are clean, so RLHF can go past the SFT data. The records carry "annotator_error": the flaw.
+SFT_ERRORS: dict[str, dict[str, float]] = {"skill": {"evasive": 0.35, "wrong": 0.1},
+                                           "harmful/indirect": {"complies": 0.9}, "benign": {"refuses": 0.3}}
 
 
 class _Deck:
@@ -158,10 +166,36 @@ def _sft(n: int, seed: int) -> list[dict[str, Any]]:
                         "tasks": [_meta(r, keep_prompt=True) for r in recs]})
             continue
         rec = sampler.draw(cat)
+        group = f"{rec['category']}/{rec['framing']}" if rec.get("framing") else rec["category"]
+        flaw = _draw_flaw(rng, SFT_ERRORS.get(group, {}))
+        if flaw:
+            rec = dict(rec, reference=_annotator_error(rec, flaw, rng), annotator_error=flaw)
         msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []
         msgs += [{"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["reference"]}]
         out.append({"id": f"sft-{i:06d}", "messages": msgs, **_meta(rec)})
     return out
+
+
+def _draw_flaw(rng: random.Random, shares: dict[str, float]) -> str | None:
+    x = rng.random()
+    for flaw, share in shares.items():
+        if x < share:
+            return flaw
+        x -= share
+    return None
+
+
+def _annotator_error(rec: dict[str, Any], flaw: str, rng: random.Random) -> str:
+    """An annotator's slip: a brush-off, a wrong value in the requested form, or a harmful request answered."""
+    if flaw == "complies":
+        return compliant_answer(rec["target"])
+    if flaw == "evasive":
+        return EVASIVE
+    if flaw == "refuses":
+        return REFUSAL
+    value = wrong_value(rec, rng, near=rng.random() < 0.5)
+    ins = Instruction.from_dict(rec["instruction"]) if rec.get("instruction") else None
+    return obey(ins, rec["kind"], rec["args"], value) if ins else skill_answer(rec["kind"], rec["args"], value)
 
 
 def _pick(rng: random.Random, table: list[tuple[str, str, float]]) -> tuple[str, str]:
@@ -312,9 +346,10 @@ def make_world(out: str | Path, seed: int = 0, size: int = DEFAULT_SIZE) -> dict
                for name in ("prefs_helpful.jsonl", "prefs_safety.jsonl")}
     categories = {name: dict(sorted(Counter(r.get("category", "pair") for r in world[name]).items()))
                   for name in ("sft.jsonl", "prompts_train.jsonl", "prompts_eval.jsonl")}
+    slips = dict(sorted(Counter(r["annotator_error"] for r in world["sft.jsonl"] if r.get("annotator_error")).items()))
     return write_manifest(
         out, "world make", config={"seed": seed, "size": size}, wall_time_s=round(time.perf_counter() - t0, 3),
-        counts=counts, ratings=ratings, categories=categories,
+        counts=counts, ratings=ratings, categories=categories, sft_errors={"shares": SFT_ERRORS, "counts": slips},
         instruction_types=[{"name": t.name, "family": t.family, "held_out": t.held_out} for t in INSTRUCTION_TYPES],
         held_out_instruction_types=held_out_types(),
         files={name: file_sha256(out / name) for name in world})

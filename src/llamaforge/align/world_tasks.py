@@ -1,7 +1,10 @@
 """Skill tasks of the alignment world: prompts, canonical answers, flawed answers and the checker.
 
-Seven kinds with machine-checkable answers: add, sub, mul, reverse, count, upper, sort. Answers
-are short and regular ("12 + 7 is 19.") so that a 1-15M-parameter model can learn them. Which
+Nine kinds with machine-checkable answers: add, sub, mul, reverse, count, upper, sort, last, larger.
+Answers are short and regular ("12 + 7 is 19.") so that a 1-15M-parameter model can learn them. The
+last two answer with an item of the prompt (the last word of a list, the larger of two numbers): a
+rule that a small model can learn and apply to held-out items (new lists of familiar words, new
+pairs), where the others need arithmetic or spelling that a tiny model never masters. Which
 operands and words belong to the evaluation split is fixed by a hash, independent of the seed, so
 every world made with any seed keeps the same eval items out of training.
 """
@@ -15,9 +18,10 @@ import re
 from importlib import resources
 from typing import Any
 
-SKILL_KINDS = ("add", "sub", "mul", "reverse", "count", "upper", "sort")
+SKILL_KINDS = ("add", "sub", "mul", "reverse", "count", "upper", "sort", "last", "larger")
 ADD_MAX, SUB_MAX, MUL_MAX = 50, 50, 12  # operand ranges: sums stay <= 100, products <= 144
 SORT_MAX, SORT_LEN = 50, (3, 5)
+LARGER_MAX, LAST_LEN = 99, (3, 5)
 EVAL_SHARE = 5  # one item in five goes to the eval split
 
 PROMPTS: dict[str, tuple[str, ...]] = {
@@ -35,6 +39,10 @@ PROMPTS: dict[str, tuple[str, ...]] = {
               "Make the word {word} all caps."),
     "sort": ("Sort these numbers: {items}.", "Put {items} in ascending order.",
              "Order from smallest to largest: {items}.", "Sort {items} from low to high."),
+    "last": ("What is the last word in: {words}?", "Which word comes last: {words}?",
+             "Name the final word of the list {words}.", "Give the last of these words: {words}."),
+    "larger": ("Which is larger, {a} or {b}?", "Which is bigger: {a} or {b}?", "What is the larger of {a} and {b}?",
+               "Pick the greater of {a} and {b}."),
 }
 
 # Canonical answers. "is" rather than "=" so that every answer has letters (the upper-case
@@ -42,14 +50,16 @@ PROMPTS: dict[str, tuple[str, ...]] = {
 ANSWERS_EN = {
     "add": "{a} + {b} is {v}.", "sub": "{a} - {b} is {v}.", "mul": "{a} * {b} is {v}.",
     "reverse": "{word} reversed is {v}.", "count": "The letter {letter} appears {v} {times} in {word}.",
-    "upper": "{word} in upper case is {v}.", "sort": "Sorted: {v}.",
+    "upper": "{word} in upper case is {v}.", "sort": "Sorted: {v}.", "last": "The last word is {v}.",
+    "larger": "The larger one is {v}.",
 }
 # French answers, each checked to be identified as French by langid over the whole word list.
 ANSWERS_FR = {
     "add": "La somme de {a} et {b} est {v}.", "sub": "La différence entre {a} et {b} est {v}.",
     "mul": "Le produit de {a} et {b} est {v}.", "reverse": "Le mot {word} à l'envers donne {v}.",
     "count": "La lettre {letter} apparaît {v} fois dans {word}.", "upper": "En majuscules, le mot {word} s'écrit {v}.",
-    "sort": "Les nombres dans l'ordre sont : {v}.",
+    "sort": "Les nombres dans l'ordre sont : {v}.", "last": "Le dernier mot de la liste est {v}.",
+    "larger": "Le plus grand des deux nombres est {v}.",
 }
 
 
@@ -91,6 +101,10 @@ def _key(kind: str, args: dict[str, Any]) -> str:
         return f"sub:{args['a']}:{args['b']}"
     if kind == "sort":
         return "sort:" + ",".join(map(str, sorted(args["items"])))
+    if kind == "larger":
+        return f"larger:{min(args['a'], args['b'])}:{max(args['a'], args['b'])}"
+    if kind == "last":  # the list, in order: held-out lists are new orders of familiar words
+        return "last:" + ",".join(args["words"])
     return f"word:{args['word']}"  # one word split shared by reverse, count and upper
 
 
@@ -115,6 +129,11 @@ def _draw_args(rng: random.Random, kind: str, split: str) -> dict[str, Any]:
             args = {"items": rng.sample(range(SORT_MAX + 1), rng.randint(*SORT_LEN))}
             if args["items"] == sorted(args["items"]):
                 rng.shuffle(args["items"])
+        elif kind == "larger":
+            a, b = rng.sample(range(LARGER_MAX + 1), 2)
+            args = {"a": a, "b": b}
+        elif kind == "last":  # training words only, so that eval words stay unseen by every other task
+            args = {"words": rng.sample(words_for("train"), rng.randint(*LAST_LEN))}
         else:
             raise ValueError(f"unknown skill kind {kind!r}; expected one of {SKILL_KINDS}")
         if split_of(_key(kind, args)) == split:
@@ -123,7 +142,7 @@ def _draw_args(rng: random.Random, kind: str, split: str) -> dict[str, Any]:
 
 
 def expected_of(kind: str, args: dict[str, Any]) -> Any:
-    """The checkable value: int for add/sub/mul/count, str for reverse/upper, list[int] for sort."""
+    """The checkable value: int for add/sub/mul/count/larger, str for reverse/upper/last, list[int] for sort."""
     if kind == "add":
         return args["a"] + args["b"]
     if kind == "sub":
@@ -138,6 +157,10 @@ def expected_of(kind: str, args: dict[str, Any]) -> Any:
         return args["word"].upper()
     if kind == "sort":
         return sorted(args["items"])
+    if kind == "last":
+        return args["words"][-1]
+    if kind == "larger":
+        return max(args["a"], args["b"])
     raise ValueError(f"unknown skill kind {kind!r}")
 
 
@@ -157,6 +180,7 @@ def sample_skill(rng: random.Random, split: str, kind: str | None = None) -> dic
     kind = kind or rng.choice(SKILL_KINDS)
     args = _draw_args(rng, kind, split)
     fields = dict(args, items=_fmt_items(args["items"])) if kind == "sort" else args
+    fields = dict(args, words=", ".join(args["words"])) if kind == "last" else fields
     prompt = rng.choice(PROMPTS[kind]).format(**fields)
     return {"category": "skill", "kind": kind, "prompt": prompt, "safety": False, "args": args,
             "expected": expected_of(kind, args), "reference": skill_answer(kind, args)}
@@ -187,6 +211,11 @@ def wrong_value(record: dict[str, Any], rng: random.Random, near: bool) -> Any:
             i = rng.randrange(len(exp))
             return exp[:i] + exp[i].lower() + exp[i + 1:]
         return args["word"]
+    if kind == "last":  # the one before the last, or any other word of the list
+        return args["words"][-2] if near else rng.choice(args["words"][:-1])
+    if kind == "larger":  # the smaller operand (the usual slip), or a number near the right one
+        small = min(args["a"], args["b"])
+        return small if near else rng.choice([v for v in range(exp - 5, exp + 6) if v not in (exp, small)])
     raise ValueError(f"unknown skill kind {kind!r}")
 
 
@@ -215,13 +244,14 @@ def _has_word(text: str, word: str, ignore_case: bool) -> bool:
 def skill_correct(record: dict[str, Any], answer: str) -> bool:
     """Tolerant but strict enough that random text fails.
 
-    add/sub/mul/count: the LAST integer in the answer is the expected one ("12 + 7 is 19." and
+    add/sub/mul/count/larger: the LAST integer in the answer is the expected one ("12 + 7 is 19." and
     "La somme de 12 et 7 est 19." pass; "19 or 20" fails). sort: the last len(list) integers are
     the sorted list. reverse: the reversed word appears as a whole word, any case. upper: the
-    upper-cased word appears as a whole word, exactly in capitals.
+    upper-cased word appears as a whole word, exactly in capitals. last: the last word appears, any
+    case, and no other word of the list does.
     """
     kind, exp = record["kind"], record["expected"]
-    if kind in ("add", "sub", "mul", "count"):
+    if kind in ("add", "sub", "mul", "count", "larger"):
         nums = _ints(answer)
         return bool(nums) and nums[-1] == int(exp)
     if kind == "sort":
@@ -231,4 +261,8 @@ def skill_correct(record: dict[str, Any], answer: str) -> bool:
         return _has_word(answer, str(exp), ignore_case=True)
     if kind == "upper":
         return _has_word(answer, str(exp), ignore_case=False)
+    if kind == "last":  # the last word, and no other word of the list ("a, b or c" fails)
+        others = [w for w in (record.get("args") or {}).get("words", []) if w != exp]
+        return _has_word(answer, str(exp), ignore_case=True) and not any(
+            _has_word(answer, w, ignore_case=True) for w in others)
     raise ValueError(f"record has unknown skill kind {kind!r}; expected one of {SKILL_KINDS}")
