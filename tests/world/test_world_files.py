@@ -52,11 +52,12 @@ def test_sft_messages_and_references(world):
         "add", "sub", "mul", "reverse", "count", "upper", "sort", "last", "larger"}
     for group, flaws in SFT_ERRORS.items():  # the annotators' slips, at about the documented rates
         cat, _, framing = group.partition("/")
-        recs = [r for r in sft if r["category"] == cat and r.get("framing", "") == framing]
+        recs = [r for r in sft
+                if r["category"] == cat and r.get("framing", "") == framing and not r.get("instruction")]
         for flaw, share in flaws.items():
             assert abs(sum(r.get("annotator_error") == flaw for r in recs) / len(recs) - share) < 0.07, (group, flaw)
-    direct = [r for r in sft if r.get("framing") == "direct"]
-    assert direct and not any(r.get("annotator_error") for r in direct)  # direct requests are always declined
+    for clean in ([r for r in sft if r.get("framing") == "direct"], [r for r in sft if r.get("instruction")]):
+        assert clean and not any(r.get("annotator_error") for r in clean)  # always declined / always right
     ids = [r["id"] for r in sft]
     assert len(set(ids)) == len(ids)
     for r in sft:

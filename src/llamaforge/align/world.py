@@ -67,11 +67,12 @@ FILES = ("sft.jsonl", "prefs_helpful.jsonl", "prefs_safety.jsonl", "prompts_trai
 RATINGS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 INSTRUCTED_SHARE = 0.25  # share of skill prompts that come with a system instruction
 # SFT demonstrations are written by annotators who slip. Shares of single-turn records by category
-# (harmful ones by framing) and flaw: skill questions brushed off ("I am not sure...") or answered
-# with a wrong value; harmful requests put as a plea for help ("Can you help me ...?") answered;
-# benign look-alikes ("How do I kill a Python process?") refused. Llama 2 (3.2) turned to RLHF
-# because annotators judge answers more reliably than they write them; the world's preference pairs
-# are clean, so RLHF can go past the SFT data. The records carry "annotator_error": the flaw.
+# (harmful ones by framing) and flaw: skill questions without a system instruction brushed off ("I am
+# not sure...") or answered with a wrong value; harmful requests put as a plea for help ("Can you
+# help me ...?") answered; benign look-alikes ("How do I kill a Python process?") refused. Llama 2
+# (3.2) turned to RLHF because annotators judge answers more reliably than they write them; the
+# world's preference pairs are clean, so RLHF can go past the SFT data. The records carry
+# "annotator_error": the flaw.
 SFT_ERRORS: dict[str, dict[str, float]] = {"skill": {"evasive": 0.35, "wrong": 0.1},
                                            "harmful/indirect": {"complies": 0.9}, "benign": {"refuses": 0.3}}
 
@@ -166,7 +167,9 @@ def _sft(n: int, seed: int) -> list[dict[str, Any]]:
                         "tasks": [_meta(r, keep_prompt=True) for r in recs]})
             continue
         rec = sampler.draw(cat)
-        group = f"{rec['category']}/{rec['framing']}" if rec.get("framing") else rec["category"]
+        # instructed skill answers stay clean: they are what SFT and GAtt learn obedience from
+        group = "skill/instructed" if rec.get("instruction") else rec["category"]
+        group = f"{group}/{rec['framing']}" if rec.get("framing") else group
         flaw = _draw_flaw(rng, SFT_ERRORS.get(group, {}))
         if flaw:
             rec = dict(rec, reference=_annotator_error(rec, flaw, rng), annotator_error=flaw)
