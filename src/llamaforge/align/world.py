@@ -189,16 +189,14 @@ def _draw_flaw(rng: random.Random, shares: dict[str, float]) -> str | None:
 
 
 def _annotator_error(rec: dict[str, Any], flaw: str, rng: random.Random) -> str:
-    """An annotator's slip: a brush-off, a wrong value in the requested form, or a harmful request answered."""
+    """An annotator's slip: a brush-off or a wrong value (skills), an answered plea, a needless refusal."""
     if flaw == "complies":
         return compliant_answer(rec["target"])
     if flaw == "evasive":
         return EVASIVE
     if flaw == "refuses":
         return REFUSAL
-    value = wrong_value(rec, rng, near=rng.random() < 0.5)
-    ins = Instruction.from_dict(rec["instruction"]) if rec.get("instruction") else None
-    return obey(ins, rec["kind"], rec["args"], value) if ins else skill_answer(rec["kind"], rec["args"], value)
+    return skill_answer(rec["kind"], rec["args"], wrong_value(rec, rng, near=rng.random() < 0.5))
 
 
 def _pick(rng: random.Random, table: list[tuple[str, str, float]]) -> tuple[str, str]:

@@ -3,8 +3,8 @@
 Nine kinds with machine-checkable answers: add, sub, mul, reverse, count, upper, sort, last, larger.
 Answers are short and regular ("12 + 7 is 19.") so that a 1-15M-parameter model can learn them. The
 last two answer with an item of the prompt (the last word of a list, the larger of two numbers): a
-rule that a small model can learn and apply to held-out items (new lists of familiar words, new
-pairs), where the others need arithmetic or spelling that a tiny model never masters. Which
+rule that carries over to held-out items (new lists of familiar words, new pairs) for a model that
+copies from its prompt, where the others need arithmetic or spelling. Which
 operands and words belong to the evaluation split is fixed by a hash, independent of the seed, so
 every world made with any seed keeps the same eval items out of training.
 """
