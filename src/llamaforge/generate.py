@@ -36,6 +36,7 @@ from llamaforge.sampling import (
     decode_step,
     sample,
     top_logprobs,
+    top_pairs,
 )
 
 _COMPILED: dict[str, Any] = {}
@@ -159,11 +160,6 @@ class BatchDecoder:
         ntop = max((r.params.top_logprobs for r in rows if r.params.logprobs), default=0)
         return kmax, any(p.top_p < 1 for p in hot), bool(hot), any(r.params.logprobs for r in rows), ntop
 
-    @staticmethod
-    def _tops(vals: torch.Tensor, idx: torch.Tensor) -> list[list[list[tuple[int, float]]]]:
-        """[n, k, ntop] log-probs and ids -> per row, per step, the (id, log-prob) pairs."""
-        return [[list(zip(i, v)) for i, v in zip(ri, rv)] for ri, rv in zip(idx.tolist(), vals.tolist())]
-
     def _prefill(self, new: list[Row]) -> list[Event]:
         start, k = len(self.rows), len(new)
         dev = self.tok.device
@@ -193,7 +189,7 @@ class BatchDecoder:
         sl = slice(start, start + k)
         u = self.unif[sl, 0] if hot else None
         tok, lp = sample(logits, self.temp[sl], self.top_p[sl], self.top_k[sl], u, kmax, use_top_p, want_lp)
-        tops = self._tops(*(t.unsqueeze(1) for t in top_logprobs(logits, self.temp[sl], ntop))) if ntop else None
+        tops = top_pairs(*(t.unsqueeze(1) for t in top_logprobs(logits, self.temp[sl], ntop))) if ntop else None
         self.tok[sl] = tok
         self.ntok[sl] = 1
         self.rows += new
@@ -234,7 +230,7 @@ class BatchDecoder:
         for r in self.rows:
             r.pos += k
         toks = self.out_tok[:n, :k].tolist()  # the one host sync per k tokens: stop checks and streaming
-        tops = self._tops(self.out_top[0][:n, :k, :ntop], self.out_top[1][:n, :k, :ntop]) if ntop else None
+        tops = top_pairs(self.out_top[0][:n, :k, :ntop], self.out_top[1][:n, :k, :ntop]) if ntop else None
         return self._accept(0, toks, self.out_lp[:n, :k].tolist() if want_lp else None, tops)
 
     def _accept(self, start: int, toks: list[list[int]], lps: list[list[float]] | None,

@@ -138,6 +138,14 @@ def top_logprobs(logits: torch.Tensor, temperature: torch.Tensor, n: int) -> tup
     return vals, idx
 
 
+def top_pairs(vals: torch.Tensor, idx: torch.Tensor) -> list:
+    """`top_logprobs`' tensors ([..., n] log-probs and ids) -> nested lists of (id, log-prob) pairs, best first."""
+    def pairs(i: list, v: list) -> list:
+        return [pairs(a, b) for a, b in zip(i, v)] if i and isinstance(i[0], list) else list(zip(i, v))
+
+    return pairs(idx.tolist(), vals.tolist())
+
+
 def _scaled(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """logits / temperature per row; greedy rows (temperature 0) keep the raw logits."""
     return logits / torch.where(temperature > 0, temperature, torch.ones_like(temperature)).unsqueeze(-1)

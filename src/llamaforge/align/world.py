@@ -167,10 +167,9 @@ def _sft(n: int, seed: int) -> list[dict[str, Any]]:
                         "tasks": [_meta(r, keep_prompt=True) for r in recs]})
             continue
         rec = sampler.draw(cat)
+        group = f"{rec['category']}/{rec['framing']}" if rec.get("framing") else rec["category"]
         # instructed skill answers stay clean: they are what SFT and GAtt learn obedience from
-        group = "skill/instructed" if rec.get("instruction") else rec["category"]
-        group = f"{group}/{rec['framing']}" if rec.get("framing") else group
-        flaw = _draw_flaw(rng, SFT_ERRORS.get(group, {}))
+        flaw = _draw_flaw(rng, {} if rec.get("instruction") else SFT_ERRORS.get(group, {}))
         if flaw:
             rec = dict(rec, reference=_annotator_error(rec, flaw, rng), annotator_error=flaw)
         msgs = [{"role": "system", "content": rec["system"]}] if rec.get("system") else []

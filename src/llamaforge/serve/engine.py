@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from llamaforge.generate import BatchDecoder, Event
-from llamaforge.sampling import SamplingParams
+from llamaforge.sampling import SamplingParams, top_pairs
 
 log = logging.getLogger("llamaforge.serve")
 
@@ -95,10 +95,7 @@ class Engine:
         x = torch.tensor([ids], device=self.decoder.tok.device)
         lsm = model(x)[0, :-1].float().log_softmax(-1)  # temperature 1: as the sampled tokens' log-probs
         lp = lsm.gather(-1, x[0, 1:].unsqueeze(-1)).squeeze(-1).tolist()
-        tops: list = [None] * len(lp)
-        if n_top:
-            vals, idx = lsm.topk(n_top, dim=-1)
-            tops = [list(zip(i, v)) for i, v in zip(idx.tolist(), vals.tolist())]
+        tops = top_pairs(*lsm.topk(n_top, dim=-1)) if n_top else [None] * len(lp)
         return [Event(None, ids[0], None, "", None, None)] + [
             Event(None, t, v, "", None, top) for t, v, top in zip(ids[1:], lp, tops)]
 
